@@ -1,0 +1,143 @@
+"""Write the Colab parts of the course from colab/settings.toml.
+
+For every notebooks/NN_*.ipynb: the Open-in-Colab badge under the title, the shared setup
+cell (colab/setup_cell.py) as the first code cell, the Colab T4 GPU metadata, and no
+outputs. In README.md: the notebook table between its two markers.
+
+    python colab/sync.py            # write
+    python colab/sync.py --check    # change nothing; exit 1 and list what is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+TABLE_START = "<!-- notebooks:start (written by colab/sync.py) -->"
+TABLE_END = "<!-- notebooks:end -->"
+COLAB_METADATA = {
+    "accelerator": "GPU",
+    "colab": {"gpuType": "T4", "provenance": []},
+    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+    "language_info": {"name": "python"},
+}
+
+
+def settings() -> dict[str, str]:
+    """The repository (owner/name) and ref that Colab fetches."""
+    return tomllib.loads((ROOT / "colab" / "settings.toml").read_text())
+
+
+def setup_cell_source() -> str:
+    """The setup cell every notebook starts with, filled in from the settings."""
+    template = (ROOT / "colab" / "setup_cell.py").read_text()
+    values = settings()
+    return template.replace("{repository}", values["repository"]).replace("{ref}", values["ref"])
+
+
+def badge(notebook: Path) -> str:
+    """The Open-in-Colab badge (Markdown) of one notebook."""
+    values = settings()
+    url = (
+        f"https://colab.research.google.com/github/{values['repository']}/blob/"
+        f"{values['ref']}/notebooks/{notebook.name}"
+    )
+    return f"[![Open In Colab]({BADGE_IMAGE})]({url})"
+
+
+def source_text(cell: dict) -> str:
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def title(nb: dict) -> str:
+    """The notebook's title: the first '# ' line of its first Markdown cell."""
+    for line in source_text(nb["cells"][0]).splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    raise ValueError("the first cell has no '# ' title")
+
+
+def synced(nb: dict, path: Path) -> dict:
+    """Return a copy of the notebook with badge, setup cell, metadata set and outputs gone."""
+    nb = json.loads(json.dumps(nb))
+    first = nb["cells"][0]
+    lines = [ln for ln in source_text(first).splitlines() if not ln.startswith("[![Open In Colab]")]
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("# ")) + 1
+    lines[at:at] = ["", badge(path), ""]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+    first["source"] = text
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    setup = setup_cell_source().rstrip("\n")
+    if not code_cells or not source_text(code_cells[0]).startswith("# Setup."):
+        nb["cells"].insert(1, {"cell_type": "code", "metadata": {}, "source": setup})
+    else:
+        code_cells[0]["source"] = setup
+    for cell in nb["cells"]:
+        if isinstance(cell["source"], list):
+            cell["source"] = "".join(cell["source"])
+        cell.pop("id", None)
+        if cell["cell_type"] == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        else:
+            cell.pop("outputs", None)
+            cell.pop("execution_count", None)
+    metadata = dict(nb.get("metadata", {}))
+    metadata.update(COLAB_METADATA)
+    nb["metadata"] = metadata
+    nb["nbformat"], nb["nbformat_minor"] = 4, 4
+    return nb
+
+
+def dumps(nb: dict) -> str:
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def readme_table(paths: list[Path]) -> str:
+    rows = ["| # | notebook | open |", "|---|---|---|"]
+    for path in paths:
+        nb = json.loads(path.read_text())
+        number = path.name[:2]
+        rows.append(f"| {number} | [{title(nb)}](notebooks/{path.name}) | {badge(path)} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report, change nothing")
+    args = parser.parse_args()
+    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    stale = []
+    for path in paths:
+        text = path.read_text()
+        new = dumps(synced(json.loads(text), path))
+        if new != text:
+            stale.append(str(path.relative_to(ROOT)))
+            if not args.check:
+                path.write_text(new)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    before, rest = text.split(TABLE_START, 1)
+    _, after = rest.split(TABLE_END, 1)
+    new = f"{before}{TABLE_START}\n{readme_table(paths)}\n{TABLE_END}{after}"
+    if new != text:
+        stale.append("README.md")
+        if not args.check:
+            readme.write_text(new)
+    if args.check and stale:
+        print("out of date (run `python colab/sync.py`):", *stale, sep="\n  ")
+        return 1
+    print("up to date" if not stale else "wrote:\n  " + "\n  ".join(stale))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Set up and run the course with one command each (standard library only).
+
+    python3 course.py lab     # install into .venv (first time), then open JupyterLab
+    python3 course.py test    # install into .venv (first time), then run every test
+
+Extra arguments after `test` go to pytest, e.g. `python3 course.py test tests/test_mode.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".course-installed"
+
+
+def wanted() -> str:
+    """A fingerprint of what should be installed: the pins and the package definition."""
+    text = b"".join((ROOT / name).read_bytes() for name in ("requirements.txt", "pyproject.toml"))
+    return hashlib.sha256(text).hexdigest()
+
+
+def install() -> None:
+    """Create .venv and install the pinned stack and the helpers package, if not done yet."""
+    if sys.version_info < (3, 11):  # noqa: UP036 (this runs under any python3)
+        sys.exit(f"The course needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
+    if STAMP.exists() and STAMP.read_text() == wanted():
+        return
+    if not PYTHON.exists():
+        print(f"Creating a virtual environment in {VENV} ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    print("Installing the course's pinned packages (a few minutes the first time) ...", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-r", str(ROOT / "requirements.txt")], check=True)
+    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    STAMP.write_text(wanted())
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> int:
+    return subprocess.run(args, cwd=ROOT, env={**os.environ, **(env or {})}).returncode
+
+
+def main() -> int:
+    command, *rest = sys.argv[1:] or ["help"]
+    if command == "lab":
+        install()
+        return run([str(BIN / "jupyter"), "lab", "--notebook-dir", str(ROOT), "notebooks", *rest])
+    if command == "test":
+        install()
+        # The tests run every notebook in SMALL mode, offline, whatever the machine has.
+        env = {"COURSE_MODE": "small", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+        return run([str(PYTHON), "-m", "pytest", *rest], env)
+    print(__doc__)
+    return 0 if command in ("help", "-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared code of the course: plumbing the notebooks need, never the lesson itself."""

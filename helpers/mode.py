@@ -1,0 +1,143 @@
+"""Run modes: FULL (the real lesson on a GPU) and SMALL (the same code, tiny, on a CPU).
+
+Every notebook calls :func:`preamble` once, right after the setup cell. It picks the
+mode from the ``COURSE_MODE`` environment variable (``full`` where CUDA is present,
+``small`` otherwise, unless set), says what that mode means, seeds every random
+number generator, reports the device and, in SMALL mode, switches the Hugging Face
+libraries to offline so that nothing ever waits on the network.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+MODES = ("full", "small")
+
+BANNERS = {
+    "full": (
+        "FULL mode: the real lesson. Real models and datasets come from the Hugging Face Hub, "
+        "sized to finish on a free Colab T4 (15 GB GPU) in a workshop slot."
+    ),
+    "small": (
+        "SMALL mode: the same code with small numbers, on any CPU, offline. Models are tiny "
+        "stand-ins of the same architecture built on the spot, data comes from the course's "
+        "data/ folder, and training runs a few steps. The text they produce is not meaningful; "
+        "every call of the FULL run is still made, and what can be checked is checked. "
+        "Set COURSE_MODE=full on a GPU for the real thing."
+    ),
+}
+
+
+class CourseSetupError(RuntimeError):
+    """A problem with the learner's set-up, reported as advice instead of a stack trace."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return [f"\n{type(self).__name__}: {self}\n"]
+
+
+def course_mode() -> str:
+    """Return the run mode: ``COURSE_MODE`` if set, else ``full`` with CUDA, else ``small``."""
+    mode = os.environ.get("COURSE_MODE", "").strip().lower()
+    if not mode:
+        return "full" if torch.cuda.is_available() else "small"
+    if mode not in MODES:
+        raise CourseSetupError(f"COURSE_MODE must be one of {MODES}, not {mode!r}.")
+    return mode
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's generators (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def go_offline() -> None:
+    """Make the Hugging Face libraries fail at once on a Hub id instead of retrying.
+
+    Sets ``HF_HUB_OFFLINE`` (read at import time) and, for a library that was already
+    imported, flips its constant too.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_UPDATE_DOWNLOAD_COUNTS"] = "0"
+    if "huggingface_hub" in sys.modules:
+        import huggingface_hub.constants as constants
+
+        constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:
+        import datasets.config
+
+        datasets.config.HF_HUB_OFFLINE = True
+
+
+def device_report() -> str:
+    """Describe the device the notebook will compute on, with GPU memory where there is one."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        total = props.total_memory / 2**30
+        free, _ = torch.cuda.mem_get_info(0)
+        bf16 = "yes" if torch.cuda.is_bf16_supported() else "no (use fp16)"
+        return (
+            f"GPU: {props.name}, {total:.1f} GiB in all, {free / 2**30:.1f} GiB free, "
+            f"compute capability {props.major}.{props.minor}, bf16: {bf16}"
+        )
+    return f"CPU only ({os.cpu_count()} cores), torch {torch.__version__}"
+
+
+def require_gpu(mode: str) -> None:
+    """Stop with advice when FULL mode is asked for but there is no CUDA GPU."""
+    if mode == "full" and not torch.cuda.is_available():
+        raise CourseSetupError(
+            "This notebook's FULL mode trains a real model and needs a CUDA GPU, but none is "
+            "visible.\n  On Colab: Runtime > Change runtime type > T4 GPU, then run again.\n"
+            "  Without a GPU: set COURSE_MODE=small (for example os.environ['COURSE_MODE'] = "
+            "'small' before this cell) to run the small version on the CPU."
+        )
+
+
+def preamble(seed: int = 42, needs_gpu: bool = False) -> str:
+    """Pick the run mode, print what it means, seed everything and report the device.
+
+    Args:
+        seed: the seed for Python, NumPy and PyTorch.
+        needs_gpu: whether the notebook's FULL mode needs CUDA (the training notebooks);
+            if it does and there is none, a :class:`CourseSetupError` says what to do.
+
+    Returns:
+        ``"full"`` or ``"small"``.
+    """
+    mode = course_mode()
+    if mode == "small":
+        go_offline()
+    print("=" * 78)
+    print(BANNERS[mode])
+    print("-" * 78)
+    print(device_report())
+    print(f"seed: {seed}")
+    if mode == "small":
+        print("offline: HF_HUB_OFFLINE=1 (a Hub id fails at once instead of downloading)")
+    print("=" * 78)
+    if needs_gpu:
+        require_gpu(mode)
+    seed_everything(seed)
+    return mode
+
+
+def pick(mode: str, full: dict, small: dict) -> dict:
+    """Return the configuration of ``mode`` and print it next to the other one."""
+    chosen = full if mode == "full" else small
+    width = max(len(k) for k in {**full, **small})
+    print(f"{'setting':<{width}}  {'FULL':<34} {'SMALL':<34}")
+    for key in {**full, **small}:
+        left, right = str(full.get(key, "-")), str(small.get(key, "-"))
+        print(f"{key:<{width}}  {left[:34]:<34} {right[:34]:<34}")
+    print(f"running: {mode.upper()}")
+    return dict(chosen)

@@ -1,0 +1,211 @@
+"""Tiny stand-ins for the course's real models, built locally in seconds.
+
+A stand-in has the *same architecture and module names* as the real model
+(``MistralForCausalLM`` or ``PhiForCausalLM``; ``q_proj``, ``dense``, ``fc1`` ...), a
+tokenizer trained here on the course's own text (with a Mistral-style ``[INST] ...
+[/INST]`` chat template for the Mistral one), and a few seconds of pre-training on that
+text so that fine-tuning has a language model to start from. It is saved like a Hub
+checkpoint, so ``AutoModelForCausalLM.from_pretrained(path, quantization_config=...)``
+and ``AutoTokenizer.from_pretrained(path)`` work on it exactly as on the Hub id.
+
+Stand-ins are cached (``$COURSE_CACHE``, else ``.cache/`` in the course folder) under a
+key made of their recipe and the corpus, so notebooks reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers.trainers import BpeTrainer
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from helpers.architectures import MISTRAL_7B_INSTRUCT, PHI_1_5, PHI_2, REAL_CONFIGS
+from helpers.data import DATA_DIR, corpus_texts
+
+RECIPE_VERSION = 1
+
+# Mistral-7B-Instruct-v0.2's chat format: <s>[INST] user [/INST]assistant</s>[INST] ...
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}"
+    "{% endfor %}"
+)
+
+# What the tiny versions keep small; everything else comes from the real config.
+# Every linear layer keeps a multiple of 32 outputs: bitsandbytes' CPU 4-bit kernel needs it.
+TINY_SHAPE: dict[str, int] = {
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "max_position_embeddings": 2048,
+}
+TINY_VOCAB = 1024
+
+
+def _tiny_config(model_id: str, vocab_size: int, special: dict[str, int]):
+    fields = dict(REAL_CONFIGS[model_id])
+    model_type = fields.pop("model_type")
+    fields.pop("torch_dtype")
+    ratio = fields["intermediate_size"] // fields["hidden_size"]
+    kv_ratio = fields["num_attention_heads"] // fields["num_key_value_heads"]
+    fields.update(TINY_SHAPE)
+    fields["intermediate_size"] = TINY_SHAPE["hidden_size"] * ratio
+    fields["num_key_value_heads"] = max(1, TINY_SHAPE["num_attention_heads"] // kv_ratio)
+    fields["vocab_size"] = vocab_size
+    fields.update(special)
+    return AutoConfig.for_model(model_type, **fields)
+
+
+def train_tokenizer(kind: str, texts: list[str], vocab_size: int = TINY_VOCAB):
+    """Train a BPE tokenizer on ``texts`` in the style of the real model's tokenizer.
+
+    ``kind="mistral"``: SentencePiece-like (``▁`` for spaces, byte fallback, ``<s>`` added
+    in front, ``<unk> <s> </s>`` as ids 0, 1, 2), with Mistral's chat template.
+    ``kind="phi"``: GPT-2/CodeGen-like byte-level BPE with ``<|endoftext|>`` as BOS and EOS
+    and nothing added in front.
+    """
+    if kind == "mistral":
+        specials = ["<unk>", "<s>", "</s>"]
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
+        )
+        tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+        tok.decoder = decoders.Sequence(
+            [
+                decoders.Replace("▁", " "),
+                decoders.ByteFallback(),
+                decoders.Fuse(),
+                decoders.Strip(" ", 1, 0),
+            ]
+        )
+        byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+        trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=specials + byte_tokens)
+        tok.train_from_iterator(texts, trainer)
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+        )
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        )
+        fast.chat_template = MISTRAL_CHAT_TEMPLATE
+    elif kind == "phi":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        tok.train_from_iterator(texts, trainer)
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|endoftext|>",
+            eos_token="<|endoftext|>",
+            unk_token="<|endoftext|>",
+        )
+    else:
+        raise ValueError(f"kind must be 'mistral' or 'phi', not {kind!r}")
+    fast.model_max_length = TINY_SHAPE["max_position_embeddings"]
+    return fast
+
+
+def pretrain(
+    model: torch.nn.Module,
+    tokenizer,
+    texts: list[str],
+    steps: int = 60,
+    seq_len: int = 64,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> list[float]:
+    """Give a fresh tiny model a few seconds of language modelling on ``texts``.
+
+    Returns the loss of every step (it should fall).
+    """
+    ids = tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
+    stream = torch.tensor(ids + [tokenizer.eos_token_id])
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=generator)
+        batch = torch.stack([stream[s : s + seq_len] for s in starts])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+STANDINS: dict[str, str] = {MISTRAL_7B_INSTRUCT: "mistral", PHI_2: "phi", PHI_1_5: "phi"}
+
+
+def cache_dir() -> Path:
+    """Where stand-ins are kept: ``$COURSE_CACHE``, else ``.cache/`` in the course folder."""
+    return Path(os.environ.get("COURSE_CACHE", DATA_DIR.parent / ".cache"))
+
+
+def _key(model_id: str, texts: list[str]) -> str:
+    recipe = json.dumps([RECIPE_VERSION, model_id, TINY_SHAPE, TINY_VOCAB, texts])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def standin_path(model_id: str) -> Path:
+    """The folder where the stand-in of ``model_id`` is (or will be) cached."""
+    if model_id not in STANDINS:
+        raise KeyError(f"no stand-in for {model_id!r}; there are: {sorted(STANDINS)}")
+    name = model_id.split("/")[-1]
+    return cache_dir() / "standins" / f"tiny-{name}-{_key(model_id, corpus_texts())}"
+
+
+def build_standin(model_id: str, force: bool = False, seed: int = 0) -> str:
+    """Build (or reuse from the cache) the tiny stand-in of ``model_id``; return its path.
+
+    Args:
+        model_id: one of the course's Hub ids, e.g. ``"mistralai/Mistral-7B-Instruct-v0.2"``.
+        force: rebuild even if a cached copy exists.
+        seed: the seed of the initial weights and the pre-training batches.
+    """
+    path = standin_path(model_id)
+    if (path / "config.json").exists() and not force:
+        return str(path)
+    kind = STANDINS[model_id]
+    tokenizer = train_tokenizer(kind, corpus_texts())
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if kind == "phi":
+        special["pad_token_id"] = tokenizer.eos_token_id
+    config = _tiny_config(model_id, len(tokenizer), special)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    # Pre-train on the generic course text only, never on the fine-tuning data sets, so
+    # that the notebooks' held-out examples stay unseen.
+    losses = pretrain(model, tokenizer, corpus_texts(include_datasets=False), seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        card = {"stands_in_for": model_id, "pretraining_loss": [losses[0], losses[-1]]}
+        (Path(tmp) / "standin.json").write_text(json.dumps(card, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        os.makedirs(tmp)  # so the context manager has something to clean up
+    return str(path)
