@@ -78,6 +78,23 @@ def go_offline() -> None:
         datasets.config.HF_HUB_OFFLINE = True
 
 
+def keep_4bit_cpu_layers_trainable() -> bool:
+    """Turn off bitsandbytes' CPU fast path for 4-bit inference, which breaks training.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer's weights the first
+    time the layer runs in eval mode without gradients (``generate()``,
+    ``trainer.evaluate()``), and from then on that layer's matmul has no backward pass:
+    training afterwards silently gets zero gradients. Layers built after this call keep
+    the ordinary path. GPUs are not affected. Returns whether bitsandbytes was patched.
+    """
+    try:
+        import bitsandbytes.nn.modules as bnb_modules
+    except ImportError:
+        return False
+    bnb_modules.has_avx512bf16 = lambda: False
+    return True
+
+
 def device_report() -> str:
     """Describe the device the notebook will compute on, with GPU memory where there is one."""
     if torch.cuda.is_available():
@@ -117,6 +134,8 @@ def preamble(seed: int = 42, needs_gpu: bool = False) -> str:
     mode = course_mode()
     if mode == "small":
         go_offline()
+    if not torch.cuda.is_available():
+        keep_4bit_cpu_layers_trainable()
     print("=" * 78)
     print(BANNERS[mode])
     print("-" * 78)

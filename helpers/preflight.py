@@ -22,8 +22,9 @@ def gpu_free_bytes() -> int | None:
     return free
 
 
-def check_gpu_memory(required_bytes: int, what: str = "this plan",
-                     free_bytes: int | None = None) -> None:
+def check_gpu_memory(
+    required_bytes: int, what: str = "this plan", free_bytes: int | None = None
+) -> None:
     """Stop before loading anything if the GPU cannot hold ``required_bytes``.
 
     Args:
@@ -43,8 +44,9 @@ def check_gpu_memory(required_bytes: int, what: str = "this plan",
             "plan in the CONFIG cell: a smaller batch size with more gradient accumulation, or "
             "shorter sequences (max_length)."
         )
-    print(f"memory check: {what} needs ~{required_bytes / 1e9:.1f} GB, "
-          f"{free / 1e9:.1f} GB free: fits")
+    print(
+        f"memory check: {what} needs ~{required_bytes / 1e9:.1f} GB, {free / 1e9:.1f} GB free: fits"
+    )
 
 
 def hf_token() -> str | None:
@@ -84,8 +86,9 @@ def check_hub_access(model_id: str, token: str | None = None) -> None:
         return
     token = token or hf_token()
     if not token:
-        raise CourseSetupError("No Hugging Face token found.\n  " + GATED_ADVICE.format(
-            model_id=model_id))
+        raise CourseSetupError(
+            "No Hugging Face token found.\n  " + GATED_ADVICE.format(model_id=model_id)
+        )
     from huggingface_hub import auth_check
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 

@@ -77,12 +77,29 @@ def train_tokenizer(kind: str, texts: list[str], vocab_size: int = TINY_VOCAB):
     and nothing added in front.
     """
     if kind == "mistral":
+        # Like Mistral's SentencePiece vocabulary: <unk> <s> </s> are ids 0-2, the 256 byte
+        # tokens <0x00>..<0xFF> (ordinary tokens, used for anything the merges do not cover)
+        # ids 3-258, then the learned pieces.
         specials = ["<unk>", "<s>", "</s>"]
-        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-        tok.normalizer = normalizers.Sequence(
-            [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
+        normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+        learner = Tokenizer(models.BPE(unk_token="<unk>"))
+        learner.normalizer, learner.pre_tokenizer = normalizer, pre_tokenizer
+        learner.train_from_iterator(
+            texts, BpeTrainer(vocab_size=vocab_size - 256, special_tokens=specials)
         )
-        tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+        learned = json.loads(learner.to_str())["model"]
+        vocab = {token: i for i, token in enumerate(specials)}
+        vocab.update({f"<0x{b:02X}>": len(specials) + b for b in range(256)})
+        for token, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
+            vocab.setdefault(token, len(vocab))
+        merges = [
+            tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]
+        ]
+        tok = Tokenizer(
+            models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+        )
+        tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
         tok.decoder = decoders.Sequence(
             [
                 decoders.Replace("▁", " "),
@@ -91,9 +108,7 @@ def train_tokenizer(kind: str, texts: list[str], vocab_size: int = TINY_VOCAB):
                 decoders.Strip(" ", 1, 0),
             ]
         )
-        byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
-        trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=specials + byte_tokens)
-        tok.train_from_iterator(texts, trainer)
+        tok.add_special_tokens(specials)
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
         )

@@ -1,0 +1,107 @@
+"""Static checks of every notebook: how it is committed and how it starts."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "colab"))
+import sync  # noqa: E402  (colab/sync.py)
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+LESSONS = [p for p in NOTEBOOKS if not p.stem.endswith("_solutions")]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_there_are_notebooks():
+    assert LESSONS, "no notebooks in notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_file_name_is_numbered(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_are_stripped(path):
+    for cell in load(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_gpu_metadata_is_kept(path):
+    metadata = load(path)["metadata"]
+    assert metadata["accelerator"] == "GPU"
+    assert metadata["colab"]["gpuType"] == "T4"
+    assert metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_is_the_shared_one(path):
+    code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+    assert sync.source_text(code[0]) == sync.setup_cell_source().rstrip("\n")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_title_badge_and_preamble(path):
+    nb = load(path)
+    first = sync.source_text(nb["cells"][0])
+    assert nb["cells"][0]["cell_type"] == "markdown"
+    assert first.startswith(f"# {path.name[:2]} · "), "title '# NN · ...' first"
+    assert sync.badge(path) in first
+    code = [sync.source_text(c) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "preamble(" in code[1], "the cell after setup calls helpers.mode.preamble"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_states_goals_needs_recap_and_exercises(path):
+    nb = load(path)
+    first = sync.source_text(nb["cells"][0])
+    assert "What you will learn" in first and "What you need" in first
+    markdown = "\n".join(sync.source_text(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert re.search(r"^#+ Recap", markdown, re.M), "a Recap section"
+    assert re.search(r"^#+ Exercises", markdown, re.M), "an Exercises section"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_config_cell_has_full_and_small(path):
+    code = [sync.source_text(c) for c in load(path)["cells"] if c["cell_type"] == "code"]
+    config = [c for c in code if re.search(r"^FULL = ", c, re.M)]
+    assert len(config) == 1, "one CONFIG cell defines FULL and SMALL"
+    assert re.search(r"^SMALL = ", config[0], re.M)
+    assert "pick(MODE, FULL, SMALL)" in config[0]
+
+
+def test_colab_sync_is_up_to_date():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "colab" / "sync.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def pins(path: Path) -> dict[str, str]:
+    lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
+    return dict(ln.split("==") for ln in lines if ln)
+
+
+def test_colab_installs_the_tested_versions_but_never_torch():
+    tested, colab = pins(ROOT / "requirements.txt"), pins(ROOT / "colab" / "requirements.txt")
+    assert "torch" not in colab, "Colab ships its own torch"
+    assert {name: tested[name] for name in colab} == colab
+    for missing_on_colab in ("bitsandbytes", "trl", "evaluate", "rouge_score"):
+        assert missing_on_colab in colab
+
+
+def test_every_requirement_is_pinned():
+    for path in (ROOT / "requirements.txt", ROOT / "colab" / "requirements.txt"):
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            assert not line or re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", line), line

@@ -1,0 +1,172 @@
+import json
+import time
+from pathlib import Path
+
+import bitsandbytes as bnb
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from trl import SFTConfig, SFTTrainer
+
+from helpers import architectures as arch
+from helpers import standins
+
+
+@pytest.mark.parametrize("model_id", sorted(standins.STANDINS))
+def test_standins_share_the_real_architecture(model_id):
+    path = standins.build_standin(model_id)
+    tiny = AutoModelForCausalLM.from_pretrained(path)
+    real = arch.meta_model(model_id)
+    assert type(tiny) is type(real)
+    assert arch.linear_module_names(tiny) == arch.linear_module_names(real)
+    tiny_names = {n.split(".", 3)[-1] for n, _ in tiny.named_parameters() if ".layers.0." in n}
+    real_names = {n.split(".", 3)[-1] for n, _ in real.named_parameters() if ".layers.0." in n}
+    assert tiny_names == real_names  # a layer has the same modules and parameters
+    assert json.loads((Path(path) / "standin.json").read_text())["stands_in_for"] == model_id
+
+
+def test_standins_are_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    start = time.monotonic()
+    path = standins.build_standin(arch.PHI_1_5)
+    built = time.monotonic() - start
+    assert built < 60, f"building took {built:.1f} s"  # ~4 s alone: seconds, not minutes
+    assert path.startswith(str(tmp_path))
+    stamp = (Path(path) / "config.json").stat().st_mtime_ns
+    assert standins.build_standin(arch.PHI_1_5) == path
+    assert (Path(path) / "config.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    card = json.loads((Path(path) / "standin.json").read_text())
+    first, last = card["pretraining_loss"]
+    assert last < first / 2  # the few seconds of pre-training taught it something
+
+
+def test_mistral_tokenizer_behaves_like_mistrals():
+    tok = AutoTokenizer.from_pretrained(standins.build_standin(arch.MISTRAL_7B_INSTRUCT))
+    assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert tok.convert_tokens_to_ids(["<0x00>", "<0xFF>"]) == [3, 258]  # bytes, as in Mistral's
+    assert len(tok) == standins.TINY_VOCAB
+    ids = tok("Great content, thank you!")["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    assert tok.decode(ids, skip_special_tokens=True) == "Great content, thank you!"
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert tok.apply_chat_template(chat, tokenize=False) == "<s>[INST] Hi [/INST]Hello</s>"
+    # Byte fallback: text the tokenizer never saw still round-trips.
+    assert tok.decode(tok("naïve 🤖")["input_ids"], skip_special_tokens=True) == "naïve 🤖"
+
+
+def test_phi_tokenizer_behaves_like_phis():
+    tok = AutoTokenizer.from_pretrained(standins.build_standin(arch.PHI_2))
+    assert tok.bos_token == tok.eos_token == "<|endoftext|>"
+    ids = tok("import numpy as np")["input_ids"]
+    assert tok.bos_token_id not in ids  # like CodeGen's tokenizer, nothing is added in front
+    assert tok.decode(ids) == "import numpy as np"
+
+
+def test_unknown_model_has_no_standin():
+    with pytest.raises(KeyError, match="no stand-in"):
+        standins.standin_path("gpt2")
+
+
+BNB = BitsAndBytesConfig(
+    load_in_4bit=True,
+    bnb_4bit_quant_type="nf4",
+    bnb_4bit_use_double_quant=True,
+    bnb_4bit_compute_dtype=torch.float16,
+)
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory):
+    """QLoRA on the tiny Mistral on CPU: 4-bit NF4 + double quant, paged 8-bit AdamW, fp16."""
+    out = tmp_path_factory.mktemp("qlora")
+    path = standins.build_standin(arch.MISTRAL_7B_INSTRUCT)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=BNB)
+    model = prepare_model_for_kbit_training(model)
+    lora = LoraConfig(
+        r=8,
+        lora_alpha=32,
+        target_modules=["q_proj", "v_proj"],
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Comment {i}: great video!"}],
+            "completion": [{"role": "assistant", "content": "Thank you so much! -ML Course"}],
+        }
+        for i in range(16)
+    ]
+    args = SFTConfig(
+        output_dir=str(out / "run"),
+        per_device_train_batch_size=4,
+        num_train_epochs=3,
+        learning_rate=1e-2,
+        optim="paged_adamw_8bit",
+        fp16=True,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        max_length=64,
+        seed=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(rows[:4]),
+        processing_class=tok,
+    )
+    before = trainer.evaluate()["eval_loss"]  # eval mode first: bnb repacks for CPU inference
+    trainer.train()
+    after = trainer.evaluate()["eval_loss"]
+    model.save_pretrained(out / "adapter")
+    return {
+        "trainer": trainer,
+        "model": model,
+        "tok": tok,
+        "before": before,
+        "after": after,
+        "adapter": out / "adapter",
+        "path": path,
+    }
+
+
+def test_qlora_layers_are_4bit_nf4_with_double_quant(qlora_run):
+    q_proj = qlora_run["model"].base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
+    state = q_proj.base_layer.weight.quant_state
+    assert state.quant_type == "nf4" and state.blocksize == 64
+    assert qlora_run["trainer"].args.optim == "paged_adamw_8bit" and qlora_run["trainer"].args.fp16
+    optimizer = qlora_run["trainer"].optimizer.optimizer  # transformers' "paged_adamw_8bit"
+    assert isinstance(optimizer, bnb.optim.AdamW) and optimizer.is_paged
+    assert optimizer.args.optim_bits == 8
+
+
+def test_qlora_training_lowers_the_loss(qlora_run):
+    assert qlora_run["after"] < 0.8 * qlora_run["before"]
+
+
+def test_adapter_saves_small_and_reloads_with_the_same_logits(qlora_run):
+    adapter = qlora_run["adapter"]
+    assert (adapter / "adapter_config.json").exists()
+    assert (adapter / "adapter_model.safetensors").stat().st_size < 200_000
+    tok, model = qlora_run["tok"], qlora_run["model"]
+    batch = tok(["[INST] Comment 99: great video! [/INST]"], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        trained = model(**batch).logits.float()
+    base = AutoModelForCausalLM.from_pretrained(qlora_run["path"], quantization_config=BNB)
+    reloaded = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        again = reloaded(**batch).logits.float()
+    torch.testing.assert_close(again, trained, atol=2e-2, rtol=1e-2)
+    bare = base.get_base_model() if hasattr(base, "get_base_model") else base
+    with torch.no_grad(), reloaded.disable_adapter():
+        plain = bare(**batch).logits.float()
+    assert (plain - trained).abs().max() > 0.1  # the adapter changed the model
