@@ -52,7 +52,11 @@ def main() -> int:
     command, *rest = sys.argv[1:] or ["help"]
     if command == "lab":
         install()
-        return run([str(BIN / "jupyter"), "lab", "--notebook-dir", str(ROOT), "notebooks", *rest])
+        lab = [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}",
+               "--ServerApp.default_url=/lab/tree/notebooks"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lab.append("--allow-root")  # containers and cloud machines often run as root
+        return run([*lab, *rest])
     if command == "test":
         install()
         # The tests run every notebook in SMALL mode, offline, whatever the machine has.
