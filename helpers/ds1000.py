@@ -1,0 +1,320 @@
+"""DS-1000-style problems: clean a completion, build the test program, score it by running it.
+
+DS-1000 (Lai et al., 2023, https://arxiv.org/abs/2211.11501) has 1000 data-science problems.
+Each is a dict with a ``prompt`` (the question and a code stub ending where the answer
+goes), a ``reference_code`` (the answer), a ``code_context`` (Python that defines
+``test_execution(solution)`` and sometimes ``test_string(solution)``) and ``metadata``
+(``library``, ``problem_id``, ``perturbation_type``, ``perturbation_origin_id``, ...).
+A completion is scored the way the benchmark's own harness does it: cut what follows the
+answer, append ``test_execution(code)`` to the context, run the program; it passes if it
+runs to the end. Here every program runs in :mod:`helpers.sandbox`.
+
+``perturbation_origin_id`` counts within a library (it is the ``library_problem_id`` of
+the original problem), so a group of variants is identified by ``(library, origin id)``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import random
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from helpers.data import data_path, read_jsonl
+from helpers.sandbox import run_many
+
+# DS-1000's library names and the module each needs.
+LIBRARY_MODULES: dict[str, str] = {
+    "Numpy": "numpy",
+    "Pandas": "pandas",
+    "Scipy": "scipy",
+    "Sklearn": "sklearn",
+    "Matplotlib": "matplotlib",
+    "Pytorch": "torch",
+    "Tensorflow": "tensorflow",
+}
+PERTURBATION_TYPES = ("Origin", "Surface", "Semantic", "Difficult-Rewrite")
+
+# Where a model's answer ends (what DS-1000's prompts and reference answers use).
+STOP_MARKERS = ("</code>", "END SOLUTION", "# SOLUTION END")
+
+
+def load_problems(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The course's DS-1000-style problems (``data/ds1000_style/problems.jsonl`` by default)."""
+    return read_jsonl(path or data_path("ds1000_style", "problems.jsonl"))
+
+
+def postprocess(completion: str) -> str:
+    """Keep only the code of a completion, as DS-1000's harness does.
+
+    Cuts at ``</code>``, ``END SOLUTION`` and ``# SOLUTION END``, removes Markdown code
+    fences (```` ```python ```` ... ```` ``` ````) and stray ``<code>`` tags.
+    """
+    code = completion.split("</code>")[0]
+    stripped = code.lstrip()
+    if stripped.startswith("```"):  # an opening fence: drop its line (```python, ```py, ```)
+        code = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+    code = code.replace("```python", "")
+    code = code.split("```")[0]
+    for marker in ("END SOLUTION", "# SOLUTION END"):
+        code = code.split(marker)[0]
+    return code.replace("<code>", "")
+
+
+def restore_indent(problem: dict[str, Any], code: str) -> str:
+    """Give the first line of an answer back the indentation its prompt left off at.
+
+    In DS-1000's function-style problems the prompt ends inside a function
+    (``    ### BEGIN SOLUTION``) and the answer is the indented body. A reply that was
+    stripped of surrounding whitespace (as generation helpers commonly do) has lost the
+    first line's indentation; it is put back when the lines after it are indented at least
+    as deep, i.e. when only the first line lost it. Anything else is returned unchanged.
+    """
+    lines = [line for line in problem["prompt"].splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    indent = last[: len(last) - len(last.lstrip())]
+    code_lines = code.split("\n")
+    first = next((i for i, line in enumerate(code_lines) if line.strip()), None)
+    if not indent or first is None or code_lines[first].startswith(indent):
+        return code
+    rest = [line for line in code_lines[first + 1 :] if line.strip()]
+    if all(line.startswith(indent) for line in rest):
+        code_lines[first] = indent + code_lines[first].lstrip()
+    return "\n".join(code_lines)
+
+
+def build_program(problem: dict[str, Any], solution: str) -> str:
+    """The program that tests ``solution``: the context, then ``test_execution`` on it.
+
+    ``test_string`` (a check of the code's text, e.g. "no for loop") is called too when
+    the context defines it. This is the layout of DS-1000's own evaluation script.
+    """
+    context = problem["code_context"]
+    return (
+        context
+        + "\n"
+        + f"code = {solution!r}\n"
+        + "test_execution(code)\n"
+        + ("test_string(code)\n" if "test_string(" in context else "\n")
+    )
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def required_modules(problem: dict[str, Any]) -> list[str]:
+    """The third-party modules a problem's test needs (its library's and what it imports).
+
+    Imports are read from the context and from the code strings inside it (the
+    ``exec_context`` template with its ``[insert]`` placeholder); standard-library
+    modules are left out.
+    """
+    library = problem["metadata"]["library"]
+    names = {LIBRARY_MODULES.get(library, library.lower())}
+    try:
+        tree = ast.parse(problem["code_context"])
+    except SyntaxError:
+        tree = None
+    if tree is not None:
+        names |= _imports(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                # An answer at the top level, or the indented body of a function.
+                for filler in ("pass", "    pass"):
+                    try:
+                        names |= _imports(ast.parse(node.value.replace("[insert]", filler)))
+                        break
+                    except (SyntaxError, ValueError):
+                        pass
+    return sorted(n for n in names if n not in sys.stdlib_module_names)
+
+
+def missing_modules(problem: dict[str, Any]) -> list[str]:
+    """The modules of :func:`required_modules` that are not installed here."""
+    return [name for name in required_modules(problem) if importlib.util.find_spec(name) is None]
+
+
+def group_key(problem: dict[str, Any]) -> tuple[str, int]:
+    """The perturbation group of a problem: ``(library, perturbation_origin_id)``."""
+    meta = problem["metadata"]
+    return meta["library"], int(meta["perturbation_origin_id"])
+
+
+def split_by_origin(
+    problems: Sequence[dict[str, Any]], eval_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split into (train, held-out) so that no perturbation group crosses the split.
+
+    Within each library the groups are shuffled with ``seed`` and ``eval_fraction`` of
+    them (rounded, at least one when a library has two groups or more) go to the held-out
+    side, with all their variants. A library with a single group stays in training.
+    The order of the problems is kept on both sides.
+    """
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be between 0 and 1, not {eval_fraction}")
+    groups_by_library: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for problem in problems:
+        key = group_key(problem)
+        if key not in groups_by_library[key[0]]:
+            groups_by_library[key[0]].append(key)
+    rng = random.Random(seed)
+    held_out: set[tuple[str, int]] = set()
+    for library in sorted(groups_by_library):
+        groups = sorted(groups_by_library[library], key=lambda k: k[1])
+        rng.shuffle(groups)
+        n = len(groups)
+        k = min(max(round(eval_fraction * n), 1), n - 1) if n > 1 else 0
+        held_out |= set(groups[:k])
+    train = [p for p in problems if group_key(p) not in held_out]
+    evaluation = [p for p in problems if group_key(p) in held_out]
+    return train, evaluation
+
+
+def end_marker(problem: dict[str, Any]) -> str:
+    """What closes an answer to this prompt: ``# SOLUTION END`` or ``</code>``."""
+    return (
+        "# SOLUTION END" if problem["prompt"].rstrip().endswith("# SOLUTION START") else "</code>"
+    )
+
+
+def training_pair(problem: dict[str, Any]) -> dict[str, str]:
+    """A prompt-completion example: the prompt as is, the reference answer and its end marker.
+
+    Trained on such pairs, a model learns to write the answer and then close it, which
+    is where :func:`postprocess` cuts.
+    """
+    answer = problem["reference_code"].strip("\n")
+    return {"prompt": problem["prompt"], "completion": f"{answer}\n{end_marker(problem)}\n"}
+
+
+def _meta(problem: dict[str, Any]) -> dict[str, Any]:
+    meta = problem["metadata"]
+    return {
+        "problem_id": meta["problem_id"],
+        "library": meta["library"],
+        "perturbation_type": meta["perturbation_type"],
+        "perturbation_origin_id": meta["perturbation_origin_id"],
+    }
+
+
+def evaluate(
+    problems: Sequence[dict[str, Any]],
+    completions: Sequence[str],
+    *,
+    clean: bool = True,
+    workers: int = 2,
+    progress: bool = True,
+    desc: str = "tests",
+    timeout: float = 60.0,
+    memory_mb: int = 4096,
+    **limits: Any,
+) -> list[dict[str, Any]]:
+    """Run every problem's tests on its completion, each in its own sandboxed process.
+
+    Args:
+        problems: DS-1000-style problems.
+        completions: one completion per problem (the raw text a model wrote).
+        clean: pass each completion through :func:`postprocess` (and
+            :func:`restore_indent`) first.
+        workers: how many programs run at the same time.
+        progress: show a progress bar.
+        desc: the progress bar's label.
+        timeout: wall-clock seconds per problem (DS-1000's own script allows 30-120).
+        memory_mb: address-space limit per problem (imports need a few hundred MB).
+        **limits: more limits for :func:`helpers.sandbox.run_python`.
+
+    Returns:
+        One dict per problem, in order: its metadata, ``verdict`` (``pass``, ``fail``,
+        ``error``, ``timeout``, or ``skipped`` when a module it needs is not installed),
+        ``detail``, ``solution``, ``seconds``, the sandbox's ``pid``, ``stdout``, ``stderr``.
+    """
+    if len(problems) != len(completions):
+        raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+    results: list[dict[str, Any]] = []
+    to_run: list[int] = []
+    for problem, completion in zip(problems, completions, strict=True):
+        solution = restore_indent(problem, postprocess(completion)) if clean else completion
+        result = {
+            **_meta(problem),
+            "solution": solution,
+            "seconds": 0.0,
+            "pid": None,
+            "stdout": "",
+            "stderr": "",
+        }
+        missing = missing_modules(problem)
+        if missing:
+            result.update(verdict="skipped", detail=f"not installed: {', '.join(missing)}")
+        else:
+            to_run.append(len(results))
+        results.append(result)
+    programs = [build_program(problems[i], results[i]["solution"]) for i in to_run]
+    runs = run_many(
+        programs,
+        workers=workers,
+        progress=progress,
+        desc=desc,
+        timeout=timeout,
+        memory_mb=memory_mb,
+        **limits,
+    )
+    for index, run in zip(to_run, runs, strict=True):
+        results[index].update(
+            verdict=run["verdict"],
+            detail=run["detail"],
+            seconds=run["seconds"],
+            pid=run["pid"],
+            stdout=run["stdout"],
+            stderr=run["stderr"],
+        )
+    return results
+
+
+def pass_at_1(results: Iterable[dict[str, Any]]) -> float:
+    """The share of problems that passed, skipped ones left out (``nan`` if none ran).
+
+    With one greedy completion per problem this is pass@1.
+    """
+    ran = [r for r in results if r["verdict"] != "skipped"]
+    return sum(r["verdict"] == "pass" for r in ran) / len(ran) if ran else math.nan
+
+
+def pass_at_1_by(results: Iterable[dict[str, Any]], key: str) -> dict[str, float]:
+    """pass@1 for each value of ``key`` (``"library"`` or ``"perturbation_type"``).
+
+    Values whose problems were all skipped are left out.
+    """
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        if result["verdict"] != "skipped":
+            groups[result[key]].append(result)
+    return {value: pass_at_1(rows) for value, rows in sorted(groups.items())}
+
+
+def score_table(results: Sequence[dict[str, Any]], key: str):
+    """A pandas table per value of ``key``: problems, ran, passed, skipped, each verdict, pass@1."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{key: r[key], "verdict": r["verdict"]} for r in results])
+    table = pd.crosstab(frame[key], frame["verdict"])
+    for verdict in ("pass", "fail", "error", "timeout", "skipped"):
+        if verdict not in table:
+            table[verdict] = 0
+    table = table[["pass", "fail", "error", "timeout", "skipped"]]
+    table.insert(0, "problems", table.sum(axis=1))
+    ran = table["problems"] - table["skipped"]
+    table["pass@1"] = (table["pass"] / ran.where(ran > 0)).round(3)
+    table.columns.name = None
+    return table
