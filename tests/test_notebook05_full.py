@@ -1,0 +1,200 @@
+"""Static checks of notebook 05's FULL configuration, without downloading anything.
+
+The settings are read from the notebook itself (its CONFIG cell, and the LoraConfig,
+BitsAndBytesConfig and SFTConfig calls in its code), so the test checks what a learner
+runs. The course's own summaries (SMALL mode's data) are checked here too.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import BitsAndBytesConfig
+from trl import SFTConfig
+
+from helpers.architectures import (
+    PHI_2,
+    PUBLISHED_PARAMETERS,
+    count_parameters,
+    linear_module_names,
+    meta_model,
+    real_config,
+)
+from helpers.data import data_path, read_jsonl
+from helpers.memory import COURSE_PLANS, estimate_memory, fits_t4
+from helpers.mode import pick
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_qlora_phi2_summarizer.ipynb"
+PLAN = COURSE_PLANS["05"]
+FULL_TRAINABLE = 20_971_520
+
+
+def _code_cells() -> list[str]:
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    sources = [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in cells
+        if c["cell_type"] == "code"
+    ]
+    return [s for s in sources if not s.startswith("# Setup.")]
+
+
+def _call(name: str) -> str:
+    """The source of the one call of ``name(...)`` in the notebook's code."""
+    found = []
+    for source in _code_cells():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
+                found.append(ast.get_source_segment(source, node))
+    assert len(found) == 1, f"expected one call of {name} in the notebook, found {len(found)}"
+    return found[0]
+
+
+def _config(mode: str) -> dict:
+    """The notebook's settings for ``mode``: its CONFIG cell, run as in that mode."""
+    [cell] = [s for s in _code_cells() if "FULL = {" in s and "SMALL = {" in s]
+    namespace: dict = {"MODE": mode, "pick": pick}  # as the cells before it define them
+    exec(compile(cell, "CONFIG cell", "exec"), namespace)
+    assert namespace["CONFIG"] == pick(mode, namespace["FULL"], namespace["SMALL"])
+    return namespace["CONFIG"]
+
+
+@pytest.fixture(scope="module")
+def full() -> dict:
+    return _config("full")
+
+
+@pytest.fixture(scope="module")
+def small() -> dict:
+    return _config("small")
+
+
+@pytest.fixture(scope="module")
+def lora_config() -> LoraConfig:
+    return eval(_call("LoraConfig"), {"LoraConfig": LoraConfig})
+
+
+@pytest.fixture(scope="module")
+def full_args(full, tmp_path_factory) -> SFTConfig:
+    out = tmp_path_factory.mktemp("sft")
+    return eval(_call("SFTConfig"), {"SFTConfig": SFTConfig, "CONFIG": full, "OUTPUT_DIR": out})
+
+
+def test_full_is_phi2_on_the_hub_dataset_with_notebook_01s_plan(full):
+    assert full["model"] == PHI_2 == PLAN["model_id"]
+    assert not full["standin"]
+    assert full["dataset"] == {"path": "yasminesarraj/texts_summary"}
+    assert full["learning_rate"] == 2e-4
+    assert full["max_length"] == PLAN["memory"]["seq_len"] == 1024
+    # a workshop slot, shorter than the seed's 400 steps (the stated long option)
+    assert 50 <= full["max_steps"] < 400
+
+
+def test_full_prompts_and_summaries_fit_phi2s_context(full):
+    context = real_config(PHI_2).max_position_embeddings
+    assert context == 2048
+    assert full["max_input_tokens"] < full["max_length"]  # room for the summary in training
+    # at evaluation: instruction (under 100 tokens) + report + generated summary
+    assert 100 + full["max_input_tokens"] + full["max_new_tokens"] <= context
+
+
+def test_small_uses_the_course_data_and_the_same_model(small, full):
+    assert small["model"] == full["model"] and small["standin"]
+    assert small["dataset"]["path"] == "json"
+    files = small["dataset"]["data_files"]
+    assert set(files) == {"train", "test"}
+    for path in map(Path, files.values()):
+        assert path.is_file() and path.parent == data_path("summaries")
+    assert set(small) == set(full)  # one code path: the same settings, other numbers
+    assert small["max_steps"] < full["max_steps"]
+
+
+def test_real_architecture_on_the_meta_device(full):
+    model = meta_model(full["model"])
+    assert type(model).__name__ == "PhiForCausalLM"
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert count_parameters(model)[0] == PUBLISHED_PARAMETERS[full["model"]]
+
+
+def test_lora_targets_exist_and_train_20_971_520_parameters(full, lora_config):
+    assert (lora_config.r, lora_config.lora_alpha) == (32, 32)
+    assert (PLAN["lora"]["r"], PLAN["lora"]["lora_alpha"]) == (32, 32)
+    assert sorted(lora_config.target_modules) == sorted(PLAN["lora"]["target_modules"])
+    assert sorted(lora_config.target_modules) == ["dense", "k_proj", "q_proj", "v_proj"]
+    assert (lora_config.lora_dropout, lora_config.bias) == (0.05, "none")
+    assert lora_config.task_type == "CAUSAL_LM"
+    model = meta_model(full["model"])
+    assert set(lora_config.target_modules) <= set(linear_module_names(model))
+    peft_model = get_peft_model(model, lora_config)
+    total, trainable = count_parameters(peft_model)
+    assert trainable == FULL_TRAINABLE
+    assert total == PUBLISHED_PARAMETERS[full["model"]] + trainable
+    adapted = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    layers = real_config(full["model"]).num_hidden_layers
+    assert len(adapted) == 2 * 4 * layers  # A and B for 4 matrices per layer
+    # "dense" is the attention's output projection in Phi; the MLP (fc1, fc2) is untouched
+    assert all(".self_attn." in n for n in adapted)
+
+
+def test_predicted_memory_fits_a_t4(full, full_args):
+    plan = {
+        **PLAN["memory"],
+        "batch_size": full_args.per_device_train_batch_size,
+        "seq_len": full["max_length"],
+        "gradient_checkpointing": full_args.activation_checkpointing,
+        "optimizer": full_args.optim,
+    }
+    assert plan == PLAN["memory"]  # the notebook runs the plan notebook 01 checked
+    estimate = estimate_memory(real_config(full["model"]), trainable_params=FULL_TRAINABLE, **plan)
+    assert fits_t4(estimate)
+    assert 1.5e9 < estimate["weights"] < 3e9  # 2.8B weights: mostly 4-bit, embeddings 16/32-bit
+
+
+def test_quantization_is_nf4_double_quant_fp16():
+    config = eval(
+        _call("BitsAndBytesConfig"), {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch}
+    )
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float16  # the T4 has no bf16
+
+
+def test_full_training_arguments_construct(full, full_args):
+    args = full_args
+    assert isinstance(args, SFTConfig)
+    assert args.learning_rate == 2e-4
+    assert args.per_device_train_batch_size == 1 and args.gradient_accumulation_steps == 4
+    assert args.max_steps == full["max_steps"]
+    assert args.optim == "paged_adamw_8bit"
+    assert args.fp16 and not args.bf16
+    assert args.activation_checkpointing
+    assert args.completion_only_loss is True  # the loss on the summary only
+    assert args.max_length == full["max_length"]
+    assert args.eval_strategy == "steps" and args.eval_steps == full["eval_steps"]
+    assert args.report_to == [] or args.report_to == ["none"] or args.report_to == "none"
+
+
+def test_one_prompt_function_for_training_and_evaluation():
+    source = "\n".join(_code_cells())
+    tree = ast.parse(source)
+    [to_row] = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "to_row"]
+    assert "prompt_for(" in ast.get_source_segment(source, to_row)
+    assert "test_prompts = [prompt_for(" in source
+
+
+def test_course_summaries_data():
+    train = read_jsonl(data_path("summaries", "train.jsonl"))
+    test = read_jsonl(data_path("summaries", "test.jsonl"))
+    assert len(train) + len(test) >= 24 and len(test) >= 6
+    for row in train + test:
+        assert set(row) == {"text", "summary"}  # the Hub data set's columns
+        assert len(row["text"].split()) > 2 * len(row["summary"].split()) > 40
+    texts = [" ".join(r["text"].lower().split()) for r in train + test]
+    assert len(set(texts)) == len(texts)  # no report twice, so train and test are disjoint
+    card = (data_path("summaries") / "README.md").read_text()
+    assert "MIT" in card and "text" in card and "summary" in card
