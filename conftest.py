@@ -10,3 +10,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from helpers.mode import keep_4bit_cpu_layers_trainable  # noqa: E402
 
 keep_4bit_cpu_layers_trainable()
+
+
+def pytest_sessionstart(session):
+    """Build the tiny stand-ins once, before any notebook kernel needs them."""
+    from helpers.standins import STANDINS, build_standin
+
+    for model_id in STANDINS:
+        build_standin(model_id)

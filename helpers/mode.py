@@ -101,7 +101,8 @@ def device_report() -> str:
         props = torch.cuda.get_device_properties(0)
         total = props.total_memory / 2**30
         free, _ = torch.cuda.mem_get_info(0)
-        bf16 = "yes" if torch.cuda.is_bf16_supported() else "no (use fp16)"
+        native = torch.cuda.is_bf16_supported(including_emulation=False)  # a T4 only emulates it
+        bf16 = "yes" if native else "no (compute in fp16)"
         return (
             f"GPU: {props.name}, {total:.1f} GiB in all, {free / 2**30:.1f} GiB free, "
             f"compute capability {props.major}.{props.minor}, bf16: {bf16}"
