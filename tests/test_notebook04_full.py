@@ -6,12 +6,11 @@ BitsAndBytesConfig and SFTConfig calls in its code), so the test checks what a l
 
 from __future__ import annotations
 
-import ast
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from notebook_source import config, the_call
 from peft import LoraConfig, get_peft_model
 from transformers import BitsAndBytesConfig
 from trl import SFTConfig
@@ -25,46 +24,20 @@ from helpers.architectures import (
     real_config,
 )
 from helpers.memory import COURSE_PLANS, estimate_memory, fits_t4
-from helpers.mode import pick
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_qlora_mistral_youtube.ipynb"
+NOTEBOOK = "04_qlora_mistral_youtube.ipynb"
 PLAN = COURSE_PLANS["04"]
-
-
-def _code_cells() -> list[str]:
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    sources = [
-        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-        for c in cells
-        if c["cell_type"] == "code"
-    ]
-    return [s for s in sources if not s.startswith("# Setup.")]
-
-
-def _call(name: str) -> str:
-    """The source of the one call of ``name(...)`` in the notebook's code."""
-    found = []
-    for source in _code_cells():
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
-                found.append(ast.get_source_segment(source, node))
-    assert len(found) == 1, f"expected one call of {name} in the notebook, found {len(found)}"
-    return found[0]
 
 
 @pytest.fixture(scope="module")
 def full() -> dict:
     """The notebook's FULL settings: its CONFIG cell, run as in FULL mode."""
-    [cell] = [s for s in _code_cells() if "FULL = {" in s and "SMALL = {" in s]
-    namespace: dict = {"MODE": "full", "pick": pick}  # as the cells before it define them
-    exec(compile(cell, "CONFIG cell", "exec"), namespace)
-    assert namespace["CONFIG"] == pick("full", namespace["FULL"], namespace["SMALL"])
-    return namespace["CONFIG"]
+    return config(NOTEBOOK, "full")
 
 
 @pytest.fixture(scope="module")
 def lora_config() -> LoraConfig:
-    return eval(_call("LoraConfig"), {"LoraConfig": LoraConfig})
+    return eval(the_call(NOTEBOOK, "LoraConfig"), {"LoraConfig": LoraConfig})
 
 
 def test_full_is_the_seeds_recipe_and_notebook_01s_plan(full):
@@ -116,7 +89,8 @@ def test_predicted_memory_fits_a_t4(full):
 
 def test_quantization_is_nf4_double_quant_fp16():
     config = eval(
-        _call("BitsAndBytesConfig"), {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch}
+        the_call(NOTEBOOK, "BitsAndBytesConfig"),
+        {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch},
     )
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
     assert config.bnb_4bit_use_double_quant
@@ -125,7 +99,7 @@ def test_quantization_is_nf4_double_quant_fp16():
 
 def test_full_training_arguments_construct(full, tmp_path):
     args = eval(
-        _call("SFTConfig"),
+        the_call(NOTEBOOK, "SFTConfig"),
         {"SFTConfig": SFTConfig, "CONFIG": full, "OUTPUT_DIR": tmp_path, "Path": Path},
     )
     assert isinstance(args, SFTConfig)

@@ -8,11 +8,11 @@ runs. The course's own summaries (SMALL mode's data) are checked here too.
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from notebook_source import code_cells, config, the_call
 from peft import LoraConfig, get_peft_model
 from transformers import BitsAndBytesConfig
 from trl import SFTConfig
@@ -27,62 +27,33 @@ from helpers.architectures import (
 )
 from helpers.data import data_path, read_jsonl
 from helpers.memory import COURSE_PLANS, estimate_memory, fits_t4
-from helpers.mode import pick
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_qlora_phi2_summarizer.ipynb"
+NOTEBOOK = "05_qlora_phi2_summarizer.ipynb"
 PLAN = COURSE_PLANS["05"]
 FULL_TRAINABLE = 20_971_520
 
 
-def _code_cells() -> list[str]:
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    sources = [
-        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-        for c in cells
-        if c["cell_type"] == "code"
-    ]
-    return [s for s in sources if not s.startswith("# Setup.")]
-
-
-def _call(name: str) -> str:
-    """The source of the one call of ``name(...)`` in the notebook's code."""
-    found = []
-    for source in _code_cells():
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
-                found.append(ast.get_source_segment(source, node))
-    assert len(found) == 1, f"expected one call of {name} in the notebook, found {len(found)}"
-    return found[0]
-
-
-def _config(mode: str) -> dict:
-    """The notebook's settings for ``mode``: its CONFIG cell, run as in that mode."""
-    [cell] = [s for s in _code_cells() if "FULL = {" in s and "SMALL = {" in s]
-    namespace: dict = {"MODE": mode, "pick": pick}  # as the cells before it define them
-    exec(compile(cell, "CONFIG cell", "exec"), namespace)
-    assert namespace["CONFIG"] == pick(mode, namespace["FULL"], namespace["SMALL"])
-    return namespace["CONFIG"]
-
-
 @pytest.fixture(scope="module")
 def full() -> dict:
-    return _config("full")
+    return config(NOTEBOOK, "full")
 
 
 @pytest.fixture(scope="module")
 def small() -> dict:
-    return _config("small")
+    return config(NOTEBOOK, "small")
 
 
 @pytest.fixture(scope="module")
 def lora_config() -> LoraConfig:
-    return eval(_call("LoraConfig"), {"LoraConfig": LoraConfig})
+    return eval(the_call(NOTEBOOK, "LoraConfig"), {"LoraConfig": LoraConfig})
 
 
 @pytest.fixture(scope="module")
 def full_args(full, tmp_path_factory) -> SFTConfig:
     out = tmp_path_factory.mktemp("sft")
-    return eval(_call("SFTConfig"), {"SFTConfig": SFTConfig, "CONFIG": full, "OUTPUT_DIR": out})
+    return eval(
+        the_call(NOTEBOOK, "SFTConfig"), {"SFTConfig": SFTConfig, "CONFIG": full, "OUTPUT_DIR": out}
+    )
 
 
 def test_full_is_phi2_on_the_hub_dataset_with_notebook_01s_plan(full):
@@ -157,7 +128,8 @@ def test_predicted_memory_fits_a_t4(full, full_args):
 
 def test_quantization_is_nf4_double_quant_fp16():
     config = eval(
-        _call("BitsAndBytesConfig"), {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch}
+        the_call(NOTEBOOK, "BitsAndBytesConfig"),
+        {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch},
     )
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
     assert config.bnb_4bit_use_double_quant
@@ -180,7 +152,7 @@ def test_full_training_arguments_construct(full, full_args):
 
 
 def test_one_prompt_function_for_training_and_evaluation():
-    source = "\n".join(_code_cells())
+    source = "\n".join(code_cells(NOTEBOOK))
     tree = ast.parse(source)
     [to_row] = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "to_row"]
     assert "prompt_for(" in ast.get_source_segment(source, to_row)

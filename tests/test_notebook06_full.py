@@ -5,12 +5,9 @@ BitsAndBytesConfig, LoraConfig and SFTConfig statements), so that what is checke
 runs on Colab.
 """
 
-import ast
-import json
-from pathlib import Path
-
 import pytest
 import torch
+from notebook_source import cell_with, run_statements
 
 from helpers.architectures import (
     PHI_1_5,
@@ -23,40 +20,11 @@ from helpers.architectures import (
 from helpers.lora import count_lora_parameters, lora_targets
 from helpers.memory import COURSE_PLANS, T4_MEMORY_BYTES, estimate_memory, fits_t4
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_qlora_phi15_ds1000.ipynb"
-CELLS = [
-    "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-    for c in json.loads(NOTEBOOK.read_text())["cells"]
-    if c["cell_type"] == "code"
-]
+NOTEBOOK = "06_qlora_phi15_ds1000.ipynb"
 PHI = REAL_CONFIGS[PHI_1_5]
 
 
-def cell_with(marker: str) -> str:
-    matches = [cell for cell in CELLS if marker in cell]
-    assert len(matches) == 1, f"{len(matches)} code cells contain {marker!r}"
-    return matches[0]
-
-
-def run_statements(marker: str, names: set[str], namespace: dict) -> dict:
-    """Run the imports of the cell containing ``marker`` and its assignments to ``names``."""
-    tree = ast.parse(cell_with(marker))
-    keep = [
-        node
-        for node in tree.body
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        or (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id in names for t in node.targets)
-        )
-    ]
-    exec(compile(ast.Module(body=keep, type_ignores=[]), str(NOTEBOOK), "exec"), namespace)
-    missing = names - set(namespace)
-    assert not missing, f"the cell does not assign {missing}"
-    return namespace
-
-
-CONFIGS = run_statements("FULL = {", {"FULL", "SMALL"}, {})
+CONFIGS = run_statements(NOTEBOOK, "FULL = {", {"FULL", "SMALL"}, {})
 FULL, SMALL = CONFIGS["FULL"], CONFIGS["SMALL"]
 PLAN = COURSE_PLANS["06"]
 
@@ -68,7 +36,7 @@ def phi():
 
 def test_the_config_cell_shows_full_and_small_side_by_side():
     assert set(FULL) == set(SMALL)
-    assert "CONFIG = pick(MODE, FULL, SMALL)" in cell_with("FULL = {")
+    assert "CONFIG = pick(MODE, FULL, SMALL)" in cell_with(NOTEBOOK, "FULL = {")
     # SMALL is the same lesson with small numbers: same model family and adapter plan.
     for key in ("model_id", "lora_r", "lora_alpha", "target_modules", "max_length"):
         assert SMALL[key] == FULL[key], key
@@ -77,7 +45,7 @@ def test_the_config_cell_shows_full_and_small_side_by_side():
 def test_full_is_the_real_lesson():
     assert FULL["model_id"] == PHI_1_5
     assert FULL["problems"] == "xlangai/DS-1000"
-    assert 'load_dataset(CONFIG["problems"], split="test")' in cell_with("load_dataset(")
+    assert 'load_dataset(CONFIG["problems"], split="test")' in cell_with(NOTEBOOK, "load_dataset(")
     assert FULL["fp16"] is True  # a T4 has no bf16
     assert FULL["max_length"] <= PHI["max_position_embeddings"]
     assert FULL["max_new_tokens"] < PHI["max_position_embeddings"] // 2
@@ -103,7 +71,7 @@ def test_the_target_modules_exist_in_the_real_phi15(phi):
 
 
 def test_trainable_parameters_of_the_full_adapter():
-    namespace = run_statements("LoraConfig(", {"lora_config"}, {"CONFIG": FULL})
+    namespace = run_statements(NOTEBOOK, "LoraConfig(", {"lora_config"}, {"CONFIG": FULL})
     lora_config = namespace["lora_config"]
     assert lora_config.r == 16 and lora_config.lora_alpha == 32
     from peft import get_peft_model
@@ -128,13 +96,13 @@ def test_the_predicted_memory_fits_a_t4(phi, extra):
     assert fits_t4(estimate)
     assert estimate["total"] < T4_MEMORY_BYTES / 2  # phi-1.5 leaves a T4 half free
     # The notebook's own estimate uses the same numbers.
-    source = cell_with('estimate_memory(\n    real_config(CONFIG["model_id"])')
+    source = cell_with(NOTEBOOK, 'estimate_memory(\n    real_config(CONFIG["model_id"])')
     for needle in ('"qlora"', 'seq_len=CONFIG["max_length"]', 'optimizer="paged_adamw_8bit"'):
         assert needle in source
 
 
 def test_the_quantization_config_is_nf4_with_fp16_compute():
-    config = run_statements("BitsAndBytesConfig(", {"bnb_config"}, {})["bnb_config"]
+    config = run_statements(NOTEBOOK, "BitsAndBytesConfig(", {"bnb_config"}, {})["bnb_config"]
     assert config.load_in_4bit
     assert config.bnb_4bit_quant_type == "nf4"
     assert config.bnb_4bit_compute_dtype == torch.float16
@@ -143,7 +111,9 @@ def test_the_quantization_config_is_nf4_with_fp16_compute():
 
 def test_the_training_arguments_construct_for_full(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = run_statements("SFTConfig(", {"training_args"}, {"CONFIG": FULL})["training_args"]
+    args = run_statements(NOTEBOOK, "SFTConfig(", {"training_args"}, {"CONFIG": FULL})[
+        "training_args"
+    ]
     assert args.optim == "paged_adamw_8bit"
     assert args.fp16 and not args.bf16
     assert args.activation_checkpointing
