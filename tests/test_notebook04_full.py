@@ -9,10 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from notebook_source import config, the_call
 from peft import LoraConfig, get_peft_model
-from transformers import BitsAndBytesConfig
 from trl import SFTConfig
 
 from helpers.architectures import (
@@ -85,16 +83,6 @@ def test_predicted_memory_fits_a_t4(full):
     )
     assert fits_t4(estimate)
     assert 4e9 < estimate["weights"] < 5e9  # 7.2B weights: mostly 4-bit, embeddings in fp32
-
-
-def test_quantization_is_nf4_double_quant_fp16():
-    config = eval(
-        the_call(NOTEBOOK, "BitsAndBytesConfig"),
-        {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch},
-    )
-    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
-    assert config.bnb_4bit_use_double_quant
-    assert config.bnb_4bit_compute_dtype == torch.float16  # the T4 has no bf16
 
 
 def test_full_training_arguments_construct(full, tmp_path):

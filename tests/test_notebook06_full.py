@@ -6,7 +6,6 @@ runs on Colab.
 """
 
 import pytest
-import torch
 from notebook_source import cell_with, run_statements
 
 from helpers.architectures import (
@@ -99,14 +98,6 @@ def test_the_predicted_memory_fits_a_t4(phi, extra):
     source = cell_with(NOTEBOOK, 'estimate_memory(\n    real_config(CONFIG["model_id"])')
     for needle in ('"qlora"', 'seq_len=CONFIG["max_length"]', 'optimizer="paged_adamw_8bit"'):
         assert needle in source
-
-
-def test_the_quantization_config_is_nf4_with_fp16_compute():
-    config = run_statements(NOTEBOOK, "BitsAndBytesConfig(", {"bnb_config"}, {})["bnb_config"]
-    assert config.load_in_4bit
-    assert config.bnb_4bit_quant_type == "nf4"
-    assert config.bnb_4bit_compute_dtype == torch.float16
-    assert config.bnb_4bit_use_double_quant
 
 
 def test_the_training_arguments_construct_for_full(tmp_path, monkeypatch):

@@ -1,0 +1,23 @@
+"""What every QLoRA notebook (04-06) must load: 4-bit NF4, double quantization, fp16 compute."""
+
+import pytest
+import torch
+from notebook_source import the_call
+from transformers import BitsAndBytesConfig
+
+QLORA_NOTEBOOKS = [
+    "04_qlora_mistral_youtube.ipynb",
+    "05_qlora_phi2_summarizer.ipynb",
+    "06_qlora_phi15_ds1000.ipynb",
+]
+
+
+@pytest.mark.parametrize("notebook", QLORA_NOTEBOOKS)
+def test_quantization_is_nf4_double_quant_fp16(notebook):
+    config = eval(
+        the_call(notebook, "BitsAndBytesConfig"),
+        {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch},
+    )
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float16  # the T4 has no bf16
