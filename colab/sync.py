@@ -101,12 +101,19 @@ def dumps(nb: dict) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
+def needs_gpu(nb: dict) -> bool:
+    """Whether the notebook's FULL mode needs a GPU: its ``preamble(needs_gpu=True)``."""
+    code = "".join(source_text(c) for c in nb["cells"] if c["cell_type"] == "code")
+    return bool(re.search(r"preamble\([^)]*needs_gpu=True", code))
+
+
 def readme_table(paths: list[Path]) -> str:
-    rows = ["| # | notebook | open |", "|---|---|---|"]
+    rows = ["| # | notebook | GPU (FULL mode) | open |", "|---|---|---|---|"]
     for path in paths:
         nb = json.loads(path.read_text())
-        number = path.name[:2]
-        rows.append(f"| {number} | [{title(nb)}](notebooks/{path.name}) | {badge(path)} |")
+        gpu = "a free T4" if needs_gpu(nb) else "none: runs on a CPU"
+        link = f"[{title(nb).split(' · ', 1)[-1]}](notebooks/{path.name})"
+        rows.append(f"| {path.name[:2]} | {link} | {gpu} | {badge(path)} |")
     return "\n".join(rows)
 
 
