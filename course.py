@@ -53,7 +53,7 @@ def main() -> int:
     if command == "lab":
         install()
         lab = [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}",
-               "--ServerApp.default_url=/lab/tree/notebooks"]
+               "--LabApp.default_url=/lab/tree/notebooks"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lab.append("--allow-root")  # containers and cloud machines often run as root
         return run([*lab, *rest])
