@@ -71,9 +71,11 @@ def restore_indent(problem: dict[str, Any], code: str) -> str:
 
     In DS-1000's function-style problems the prompt ends inside a function
     (``    ### BEGIN SOLUTION``) and the answer is the indented body. A reply that was
-    stripped of surrounding whitespace (as generation helpers commonly do) has lost the
-    first line's indentation; it is put back when the lines after it are indented at least
-    as deep, i.e. when only the first line lost it. Anything else is returned unchanged.
+    stripped of surrounding whitespace somewhere on its way (notebook 06 generates with
+    ``strip=False`` so that it is not) has lost the first line's indentation; it is put
+    back when the lines after it are indented at least as deep, i.e. when only the first
+    line lost it. Anything else is returned unchanged. DS-1000's own harness has no such
+    step.
     """
     lines = [line for line in problem["prompt"].splitlines() if line.strip()]
     last = lines[-1] if lines else ""

@@ -28,6 +28,7 @@ def generate_replies(
     batch_size: int = 8,
     progress: bool = True,
     desc: str = "generating",
+    strip: bool = True,
     **generate_kwargs,
 ) -> list[str]:
     """Greedy replies of ``model`` to each prompt, in order, decoded without the prompt.
@@ -42,10 +43,13 @@ def generate_replies(
         batch_size: prompts per ``generate`` call (padded on the left).
         progress: show a progress bar over the batches.
         desc: the progress bar's label.
+        strip: strip surrounding whitespace from each reply; pass ``False`` for code, whose
+            leading indentation is part of the answer.
         **generate_kwargs: passed on to ``model.generate`` (greedy unless you say otherwise).
 
     Returns:
-        One reply per prompt, special tokens removed, surrounding whitespace stripped.
+        One reply per prompt, special tokens removed (and surrounding whitespace, unless
+        ``strip=False``).
 
     The model is put in eval mode (no dropout) for the generation and put back in training
     mode afterwards if it was in it; the tokenizer's padding side and pad token are restored.
@@ -79,7 +83,7 @@ def generate_replies(
                 output = model.generate(**batch, max_new_tokens=max_new_tokens, **options)
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            replies += [text.strip() for text in texts]
+            replies += [text.strip() for text in texts] if strip else texts
     finally:
         tokenizer.padding_side, tokenizer.pad_token = padding_side, pad_token
         model.train(was_training)

@@ -73,6 +73,20 @@ def test_chat_prompts_get_one_bos_and_left_padding(tiny, monkeypatch):
     assert replies == [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
+def test_strip_false_keeps_leading_indentation(tiny, monkeypatch):
+    model, tokenizer = tiny
+    body = "    result = a[::-1]\n"  # a function-style answer: its indentation matters
+    monkeypatch.setattr(tokenizer, "batch_decode", lambda ids, **kw: [body] * len(ids))
+    kept = generation.generate_replies(
+        model, tokenizer, TEXTS, max_new_tokens=2, progress=False, strip=False
+    )
+    stripped = generation.generate_replies(
+        model, tokenizer, TEXTS, max_new_tokens=2, progress=False
+    )
+    assert kept == [body] * len(TEXTS)
+    assert stripped == [body.strip()] * len(TEXTS)
+
+
 def test_replies_do_not_depend_on_the_batch_size(tiny):
     model, tokenizer = tiny
     chats = [[{"role": "user", "content": text}] for text in TEXTS]
