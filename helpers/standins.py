@@ -183,12 +183,16 @@ def _key(model_id: str, texts: list[str]) -> str:
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
-def standin_path(model_id: str) -> Path:
-    """The folder where the stand-in of ``model_id`` is (or will be) cached."""
+def standin_path(model_id: str, texts: list[str] | None = None) -> Path:
+    """The folder where the stand-in of ``model_id`` is (or will be) cached.
+
+    ``texts`` is the corpus the key is made from (read from data/ when not given).
+    """
     if model_id not in STANDINS:
         raise KeyError(f"no stand-in for {model_id!r}; there are: {sorted(STANDINS)}")
     name = model_id.split("/")[-1]
-    return cache_dir() / "standins" / f"tiny-{name}-{_key(model_id, corpus_texts())}"
+    key = _key(model_id, corpus_texts() if texts is None else texts)
+    return cache_dir() / "standins" / f"tiny-{name}-{key}"
 
 
 def build_standin(model_id: str, force: bool = False, seed: int = 0) -> str:
@@ -199,11 +203,12 @@ def build_standin(model_id: str, force: bool = False, seed: int = 0) -> str:
         force: rebuild even if a cached copy exists.
         seed: the seed of the initial weights and the pre-training batches.
     """
-    path = standin_path(model_id)
+    texts = corpus_texts()
+    path = standin_path(model_id, texts)
     if (path / "config.json").exists() and not force:
         return str(path)
     kind = STANDINS[model_id]
-    tokenizer = train_tokenizer(kind, corpus_texts())
+    tokenizer = train_tokenizer(kind, texts)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     if kind == "phi":
         special["pad_token_id"] = tokenizer.eos_token_id
@@ -214,13 +219,13 @@ def build_standin(model_id: str, force: bool = False, seed: int = 0) -> str:
     # that the notebooks' held-out examples stay unseen.
     losses = pretrain(model, tokenizer, corpus_texts(include_datasets=False), seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    # Written aside, then moved into place: a half-written stand-in is never found.
+    with tempfile.TemporaryDirectory(dir=path.parent, ignore_cleanup_errors=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         card = {"stands_in_for": model_id, "pretraining_loss": [losses[0], losses[-1]]}
         (Path(tmp) / "standin.json").write_text(json.dumps(card, indent=2))
         if path.exists():
             shutil.rmtree(path)
-        os.replace(tmp, path)
-        os.makedirs(tmp)  # so the context manager has something to clean up
+        os.replace(tmp, path)  # tmp is gone now; its cleanup has nothing left to do
     return str(path)
