@@ -1,8 +1,12 @@
 """Write the Colab parts of the course from colab/settings.toml.
 
 For every notebooks/NN_*.ipynb: the Open-in-Colab badge under the title, the shared setup
-cell (colab/setup_cell.py) as the first code cell, the Colab T4 GPU metadata, and no
-outputs. In README.md: the notebook table between its two markers.
+cell (colab/setup_cell.py) as the first code cell, the Colab metadata (a T4 GPU only for a
+notebook whose FULL mode needs one: ``preamble(needs_gpu=True)``), solution cells as Colab
+forms, and no outputs. Notebooks are written in the exact form JupyterLab writes them
+(nbformat 4.5 with cell ids, sorted keys, sources as lists of lines, and the kernel's
+``language_info``), so that opening and saving one in JupyterLab changes nothing.
+In README.md: the notebook table between its two markers.
 
     python colab/sync.py            # write
     python colab/sync.py --check    # change nothing; exit 1 and list what is out of date
@@ -11,23 +15,40 @@ outputs. In README.md: the notebook table between its two markers.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
 import tomllib
 from pathlib import Path
 
+import nbformat
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 TABLE_START = "<!-- notebooks:start (written by colab/sync.py) -->"
 TABLE_END = "<!-- notebooks:end -->"
-COLAB_METADATA = {
-    "accelerator": "GPU",
-    "colab": {"gpuType": "T4", "provenance": []},
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
+# What JupyterLab writes into a notebook once its kernel (ipykernel's python3) has started.
+KERNEL_METADATA = {
+    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+    "language_info": {
+        "codemirror_mode": {"name": "ipython", "version": 3},
+        "file_extension": ".py",
+        "mimetype": "text/x-python",
+        "name": "python",
+        "nbconvert_exporter": "python",
+        "pygments_lexer": "ipython3",
+        "version": "3.11.7",  # the Python the course is tested with (.ci/run)
+    },
 }
+# Colab: a T4 for the notebooks that need a GPU, nothing for those that run on a CPU (a GPU
+# runtime would burn the learner's free quota for nothing).
+GPU_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+CPU_METADATA = {"colab": {"provenance": []}}
+# A solution cell: a code cell that starts with this line. Colab shows it as a collapsed form
+# (``cellView: form``) until the learner opens it.
+SOLUTION_TITLE = "#@title Solution"
 
 
 def settings() -> dict[str, str]:
@@ -80,25 +101,46 @@ def synced(nb: dict, path: Path) -> dict:
         nb["cells"].insert(1, {"cell_type": "code", "metadata": {}, "source": setup})
     else:
         code_cells[0]["source"] = setup
-    for cell in nb["cells"]:
-        if isinstance(cell["source"], list):
-            cell["source"] = "".join(cell["source"])
-        cell.pop("id", None)
+    ids: set[str] = set()
+    for index, cell in enumerate(nb["cells"]):
+        cell["source"] = source_text(cell)
+        cell_id = cell.get("id")
+        if not cell_id or cell_id in ids:  # a new cell: an id that stays the same on every sync
+            seed = f"{path.name}:{index}:{cell['source']}"
+            cell_id = hashlib.sha256(seed.encode()).hexdigest()[:8]
+        ids.add(cell_id)
+        cell["id"] = cell_id
+        if not cell.get("attachments"):
+            cell.pop("attachments", None)
+        metadata = dict(cell.get("metadata", {}))
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
+            if cell["source"].startswith(SOLUTION_TITLE):
+                metadata["cellView"] = "form"
+            else:
+                metadata.pop("cellView", None)
         else:
             cell.pop("outputs", None)
             cell.pop("execution_count", None)
-    metadata = dict(nb.get("metadata", {}))
-    metadata.update(COLAB_METADATA)
+        for transient in ("execution", "scrolled", "collapsed", "trusted"):
+            metadata.pop(transient, None)
+        cell["metadata"] = metadata
+    metadata = {
+        key: value
+        for key, value in nb.get("metadata", {}).items()
+        if key not in ("accelerator", "colab", "kernelspec", "language_info", "widgets")
+    }
+    metadata.update(KERNEL_METADATA)
+    metadata.update(GPU_METADATA if needs_gpu(nb) else CPU_METADATA)
     nb["metadata"] = metadata
-    nb["nbformat"], nb["nbformat_minor"] = 4, 4
+    nb["nbformat"], nb["nbformat_minor"] = 4, 5
     return nb
 
 
 def dumps(nb: dict) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    """The notebook as JupyterLab saves it (jupyter_server writes with nbformat)."""
+    return nbformat.writes(nbformat.from_dict(nb), version=4) + "\n"
 
 
 def needs_gpu(nb: dict) -> bool:

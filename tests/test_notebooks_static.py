@@ -37,11 +37,19 @@ def test_outputs_are_stripped(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_colab_gpu_metadata_is_kept(path):
-    metadata = load(path)["metadata"]
-    assert metadata["accelerator"] == "GPU"
-    assert metadata["colab"]["gpuType"] == "T4"
+def test_only_notebooks_that_need_a_gpu_ask_colab_for_one(path):
+    nb = load(path)
+    metadata = nb["metadata"]
     assert metadata["kernelspec"]["name"] == "python3"
+    if sync.needs_gpu(nb):
+        assert metadata["accelerator"] == "GPU" and metadata["colab"]["gpuType"] == "T4"
+    else:  # a CPU notebook on a GPU runtime burns the learner's free GPU quota
+        assert "accelerator" not in metadata and "gpuType" not in metadata["colab"]
+
+
+def test_the_cpu_notebooks_are_the_first_three():
+    needs = {p.name[:2]: sync.needs_gpu(load(p)) for p in LESSONS}
+    assert [n for n, gpu in needs.items() if not gpu][:3] == ["01", "02", "03"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
