@@ -48,20 +48,34 @@ def run(args: list[str], env: dict[str, str] | None = None) -> int:
     return subprocess.run(args, cwd=ROOT, env={**os.environ, **(env or {})}).returncode
 
 
+def lab(rest: list[str]) -> int:
+    """Install if needed, then open JupyterLab on the course."""
+    install()
+    command = [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}",
+               "--LabApp.default_url=/lab/tree/notebooks"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and cloud machines often run as root
+    return run([*command, *rest])
+
+
+def test(rest: list[str]) -> int:
+    """Install if needed, then run every test and every notebook in SMALL mode, offline."""
+    install()
+    env = {"COURSE_MODE": "small", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    return run([str(PYTHON), "-m", "pytest", *rest], env)
+
+
+# Each command: a function taking the arguments after its name and returning an exit code.
+COMMANDS = {
+    "lab": lab,
+    "test": test,
+}
+
+
 def main() -> int:
     command, *rest = sys.argv[1:] or ["help"]
-    if command == "lab":
-        install()
-        lab = [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}",
-               "--LabApp.default_url=/lab/tree/notebooks"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            lab.append("--allow-root")  # containers and cloud machines often run as root
-        return run([*lab, *rest])
-    if command == "test":
-        install()
-        # The tests run every notebook in SMALL mode, offline, whatever the machine has.
-        env = {"COURSE_MODE": "small", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-        return run([str(PYTHON), "-m", "pytest", *rest], env)
+    if command in COMMANDS:
+        return COMMANDS[command](rest)
     print(__doc__)
     return 0 if command in ("help", "-h", "--help") else 2
 
