@@ -1,4 +1,8 @@
-"""Read a notebook's own code, so static tests check exactly what a learner runs."""
+"""Read a notebook's own code, so that checks and tools use exactly what a learner runs.
+
+The static tests, the API-drift test and ``course.py rehearse`` read the notebooks through
+these functions: the notebook is the one source of truth for its settings and its calls.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 
 from helpers.mode import pick
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"  # in the course checkout
 
 
 def code_cells(notebook: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from notebook_source import config, the_call
 from peft import LoraConfig, get_peft_model
 from trl import SFTConfig
 
@@ -22,6 +21,7 @@ from helpers.architectures import (
     real_config,
 )
 from helpers.memory import COURSE_PLANS, estimate_memory, fits_t4
+from helpers.notebook_code import config, the_call
 
 NOTEBOOK = "04_qlora_mistral_youtube.ipynb"
 PLAN = COURSE_PLANS["04"]

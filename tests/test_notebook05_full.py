@@ -11,7 +11,6 @@ import ast
 from pathlib import Path
 
 import pytest
-from notebook_source import code_cells, config, the_call
 from peft import LoraConfig, get_peft_model
 from trl import SFTConfig
 
@@ -25,6 +24,7 @@ from helpers.architectures import (
 )
 from helpers.data import data_path, read_jsonl
 from helpers.memory import COURSE_PLANS, estimate_memory, fits_t4
+from helpers.notebook_code import code_cells, config, the_call
 
 NOTEBOOK = "05_qlora_phi2_summarizer.ipynb"
 PLAN = COURSE_PLANS["05"]

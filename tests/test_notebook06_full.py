@@ -6,7 +6,6 @@ runs on Colab.
 """
 
 import pytest
-from notebook_source import cell_with, run_statements
 
 from helpers.architectures import (
     PHI_1_5,
@@ -18,6 +17,7 @@ from helpers.architectures import (
 )
 from helpers.lora import count_lora_parameters, lora_targets
 from helpers.memory import COURSE_PLANS, T4_MEMORY_BYTES, estimate_memory, fits_t4
+from helpers.notebook_code import cell_with, run_statements
 
 NOTEBOOK = "06_qlora_phi15_ds1000.ipynb"
 PHI = REAL_CONFIGS[PHI_1_5]

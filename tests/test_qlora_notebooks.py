@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from notebook_source import the_call
 from transformers import BitsAndBytesConfig
+
+from helpers.notebook_code import the_call
 
 QLORA_NOTEBOOKS = [
     "04_qlora_mistral_youtube.ipynb",
