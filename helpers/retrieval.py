@@ -218,7 +218,7 @@ def mean_reciprocal_rank(
 # ---------------------------------------------------------------------------------------
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
-_NOT_WORD = re.compile(r"[^0-9a-z]+")
+_NOT_WORD = re.compile(r"[\W_]+")  # anything but letters and digits
 _ARTICLES = {"a", "an", "the"}
 
 
@@ -226,8 +226,8 @@ def normalize_answer(text: str) -> str:
     """Text reduced to lower-case words for comparing answers.
 
     In order: Unicode NFKC; lower case; thousands separators between digits removed
-    (``4,200`` -> ``4200``); ``%`` spelled ``percent``; every character other than a-z and
-    0-9 becomes a space (so ``12:40`` -> ``12 40``, ``HF_TOKEN`` -> ``hf token``, ``r=8``
+    (``4,200`` -> ``4200``); ``%`` spelled ``percent``; every character other than a letter
+    or a digit becomes a space (so ``12:40`` -> ``12 40``, ``HF_TOKEN`` -> ``hf token``, ``r=8``
     -> ``r 8``); the articles *a*, *an*, *the* are dropped (as in SQuAD's evaluation);
     single spaces between words.
     """
