@@ -2,6 +2,7 @@
 
     python3 course.py lab     # install into .venv (first time), then open JupyterLab
     python3 course.py test    # install into .venv (first time), then run every test
+    python3 course.py bench   # time each notebook's SMALL run and the stand-in builds
 
 Extra arguments after `test` go to pytest, e.g. `python3 course.py test tests/test_mode.py`.
 """
@@ -65,10 +66,18 @@ def test(rest: list[str]) -> int:
     return run([str(PYTHON), "-m", "pytest", *rest], env)
 
 
+def bench(rest: list[str]) -> int:
+    """Install if needed, then time each notebook's SMALL run and the stand-in builds."""
+    install()
+    env = {"COURSE_MODE": "small", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    return run([str(PYTHON), "-m", "helpers.bench", *rest], env)
+
+
 # Each command: a function taking the arguments after its name and returning an exit code.
 COMMANDS = {
     "lab": lab,
     "test": test,
+    "bench": bench,
 }
 
 

@@ -9,9 +9,11 @@ libraries to offline so that nothing ever waits on the network.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -95,6 +97,36 @@ def keep_4bit_cpu_layers_trainable() -> bool:
     return True
 
 
+# Messages that are known to be harmless in this course, each with the reason. Anything
+# else still shows: a new warning is news.
+KNOWN_HARMLESS_WARNINGS = {
+    r"`(gradient_checkpointing_enable|is_gradient_checkpointing)` is deprecated": (
+        "peft's prepare_model_for_kbit_training still calls transformers' old name"
+    ),
+    r"'pin_memory' argument is set as true but no accelerator is found": (
+        "the trainer asks for pinned memory, which only matters with a GPU"
+    ),
+    r"Paged optimizers are not supported on CPU": (
+        "paging only exists on a GPU; on a CPU the optimizer is the plain 8-bit AdamW"
+    ),
+}
+# bitsandbytes logs this at import on CPUs with AVX512-BF16: an optional fast kernel
+# package is missing; the course turns that path off anyway (keep_4bit_cpu_layers_trainable).
+QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
+def quiet_known_warnings() -> str:
+    """Silence the warnings listed in ``KNOWN_HARMLESS_WARNINGS``; return a one-line note."""
+    for pattern in KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return (
+        f"quiet: {len(KNOWN_HARMLESS_WARNINGS) + len(QUIET_LOGGERS)} known-harmless library "
+        "warnings are filtered (see helpers.mode.KNOWN_HARMLESS_WARNINGS); any other still shows"
+    )
+
+
 def device_report() -> str:
     """Describe the device the notebook will compute on, with GPU memory where there is one."""
     if torch.cuda.is_available():
@@ -133,6 +165,7 @@ def preamble(seed: int = 42, needs_gpu: bool = False) -> str:
         ``"full"`` or ``"small"``.
     """
     mode = course_mode()
+    quiet = quiet_known_warnings()  # before bitsandbytes is first imported
     if mode == "small":
         go_offline()
     if not torch.cuda.is_available():
@@ -142,6 +175,7 @@ def preamble(seed: int = 42, needs_gpu: bool = False) -> str:
     print("-" * 78)
     print(device_report())
     print(f"seed: {seed}")
+    print(quiet)
     if mode == "small":
         print("offline: HF_HUB_OFFLINE=1 (a Hub id fails at once instead of downloading)")
     print("=" * 78)

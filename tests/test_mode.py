@@ -92,3 +92,20 @@ def test_4bit_layers_still_train_after_running_in_eval_mode():
     x.requires_grad_(True)
     layer(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_known_harmless_warnings_are_quiet_and_others_still_show():
+    import logging
+    import warnings
+
+    from helpers.mode import KNOWN_HARMLESS_WARNINGS, quiet_known_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        note = quiet_known_warnings()
+        warnings.warn("Paged optimizers are not supported on CPU.", UserWarning, stacklevel=1)
+        warnings.warn("`gradient_checkpointing_enable` is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("something new and important", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something new and important"]
+    assert "filtered" in note and str(len(KNOWN_HARMLESS_WARNINGS) + 1) in note
+    assert logging.getLogger("bitsandbytes.backends.cpu.ops").level == logging.ERROR

@@ -1,5 +1,4 @@
 import json
-import time
 from pathlib import Path
 
 import bitsandbytes as bnb
@@ -29,13 +28,16 @@ def test_standins_share_the_real_architecture(model_id):
 
 def test_standins_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
-    start = time.monotonic()
     path = standins.build_standin(arch.PHI_1_5)
-    built = time.monotonic() - start
-    assert built < 60, f"building took {built:.1f} s"  # ~4 s alone: seconds, not minutes
     assert path.startswith(str(tmp_path))
     stamp = (Path(path) / "config.json").stat().st_mtime_ns
-    assert standins.build_standin(arch.PHI_1_5) == path
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a cached stand-in was built again")
+
+    monkeypatch.setattr(standins, "train_tokenizer", no_work)
+    monkeypatch.setattr(standins, "pretrain", no_work)
+    assert standins.build_standin(arch.PHI_1_5) == path  # the second call does no work
     assert (Path(path) / "config.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
     card = json.loads((Path(path) / "standin.json").read_text())
     first, last = card["pretraining_loss"]
