@@ -488,6 +488,7 @@ def run_python(
     processes: int = 64,
     max_output: int = 2000,
     python: str | None = None,
+    level: str | None = None,
 ) -> dict[str, Any]:
     """Run a whole program in the sandbox; it passes if it runs to its end.
 
@@ -507,6 +508,8 @@ def run_python(
         processes: how many processes it may have (namespaces level: its own uid).
         max_output: characters of stdout and of stderr kept (the rest is cut).
         python: the interpreter (default: this one).
+        level: force an isolation level (``"basic"``: to test the weaker mode); default:
+            the strongest this host allows (:func:`isolation`).
 
     Returns:
         ``{"verdict", "detail", "returncode", "stdout", "stderr", "seconds", "pid",
@@ -515,6 +518,7 @@ def run_python(
     try:
         return _run(
             {"mode": "program", "code": code},
+            level=level,
             python=python,
             timeout=timeout,
             cpu_seconds=cpu_seconds,

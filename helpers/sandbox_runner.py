@@ -466,7 +466,15 @@ def become_answer(cfg: dict, requests: int, replies: int) -> None:
         os.closerange(3, low)
         os.closerange(low + 1, high)
         os.closerange(high + 1, 65536)
+        for procs in cfg["cgroup_procs"]:  # the answer's memory cgroup (not the judge's)
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
         os.chdir(cfg["workdir"])
+        try:  # the first to go when the run's memory is exhausted (the judge is spared)
+            with open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write("1000")
+        except OSError:
+            pass
         if cfg["uid"] is not None:
             os.setgroups([])
             os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
@@ -720,10 +728,6 @@ def main() -> None:
     started = time.monotonic()
     outcome = None
     try:
-        if cfg["cgroup_procs"]:
-            for procs in cfg["cgroup_procs"]:
-                with open(procs, "w") as handle:
-                    handle.write(str(os.getpid()))
         if cfg["level"] == "namespaces":
             build_filesystem(cfg)
             os.makedirs("/tmp/work", mode=0o700)
