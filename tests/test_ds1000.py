@@ -1,7 +1,6 @@
 """DS-1000-style evaluation: post-processing, programs, the course's problems, the split, pass@1."""
 
 import ast
-import importlib.util
 import math
 import random
 from collections import Counter, defaultdict
@@ -82,7 +81,10 @@ def a_problem(library, ptype="Origin"):
         ("result = 6\n", "result = 6\n"),
         ("", ""),
         # "END SOLUTION" cuts only where it starts a line.
-        ("    b = a + 1\n    ### END SOLUTION\n    return b\n", "    b = a + 1\n    ### END SOLUTION\n    return b\n"),
+        (
+            "    b = a + 1\n    ### END SOLUTION\n    return b\n",
+            "    b = a + 1\n    ### END SOLUTION\n    return b\n",
+        ),
         ("result = 1  # END SOLUTION is near\n", "result = 1  # END SOLUTION is near\n"),
     ],
 )
@@ -101,8 +103,21 @@ def official_postprocess(code):
 
 
 def test_postprocess_agrees_with_the_official_function_on_random_mixtures():
-    pieces = ["x = 1", "\n", "    ", "</code>", "<code>", "```", "```python", "END SOLUTION",
-              "\nEND SOLUTION", "### END SOLUTION", "# SOLUTION END", "return b", "py"]
+    pieces = [
+        "x = 1",
+        "\n",
+        "    ",
+        "</code>",
+        "<code>",
+        "```",
+        "```python",
+        "END SOLUTION",
+        "\nEND SOLUTION",
+        "### END SOLUTION",
+        "# SOLUTION END",
+        "return b",
+        "py",
+    ]
     rng = random.Random(0)
     for _ in range(2000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
@@ -138,8 +153,9 @@ def test_function_style_references_have_ds1000s_end_solution_comment_before_the_
 
 def test_a_function_style_answer_keeps_its_return_and_passes(evaluate):
     problems = function_style_problems()
-    results = evaluate(problems, [p["reference_code"] + "\n</code>" for p in problems],
-                       progress=False)
+    results = evaluate(
+        problems, [p["reference_code"] + "\n</code>" for p in problems], progress=False
+    )
     assert [r["verdict"] for r in results] == ["pass"] * len(problems), results
     assert all(r["solution"].rstrip().endswith("return result") for r in results)
 
@@ -303,7 +319,12 @@ def test_every_reference_solution_passes_in_ds1000s_interpreter(evaluate, ds1000
 def test_failed_references_lists_every_reference_that_did_not_pass_with_its_reason():
     results = [
         {"problem_id": 0, "library": "Numpy", "verdict": "pass", "detail": ""},
-        {"problem_id": 1, "library": "Scipy", "verdict": "skipped", "detail": "not installed: scipy"},
+        {
+            "problem_id": 1,
+            "library": "Scipy",
+            "verdict": "skipped",
+            "detail": "not installed: scipy",
+        },
         {"problem_id": 2, "library": "Pandas", "verdict": "error", "detail": "AttributeError: x"},
     ]
     table = failed_references(results)
@@ -314,9 +335,9 @@ def test_failed_references_lists_every_reference_that_did_not_pass_with_its_reas
 
 def test_problems_that_need_the_network_are_skipped_with_that_reason(evaluate):
     problem = dict(a_problem("Numpy"))
-    problem["code_context"] = "import seaborn as sns\ndf = sns.load_dataset('tips')\n" + problem[
-        "code_context"
-    ]
+    problem["code_context"] = (
+        "import seaborn as sns\ndf = sns.load_dataset('tips')\n" + problem["code_context"]
+    )
     assert "seaborn.load_dataset" in network_reason(problem)
     assert network_reason(a_problem("Numpy")) is None
     assert "fetch_" in network_reason({**problem, "code_context": "X = fetch_openml('x')"})
@@ -332,7 +353,12 @@ def test_wrong_and_empty_answers_do_not_pass(evaluate):
         and p["metadata"]["perturbation_type"] == "Origin"
     ]
     wrong = [
-        "df = df.head(1)" if "df = ... #" in p["prompt"] else "result = np.zeros(3)" for p in chosen
+        "    return None"
+        if p["prompt"].endswith("### BEGIN SOLUTION\n")
+        else "df = df.head(1)"
+        if "df = ... #" in p["prompt"]
+        else "result = np.zeros(3)"
+        for p in chosen
     ]
     results = evaluate(chosen, wrong, progress=False)
     assert [r["verdict"] for r in results] == ["fail"] * len(chosen)

@@ -254,8 +254,14 @@ def test_a_judged_test_compares_outside_the_answers_process(answer, verdict, wor
 
 
 def test_a_value_that_is_not_plain_data_comes_back_as_a_stand_in_that_equals_nothing():
-    context = CONTEXT.replace('assert env["result"] == a + 1, "wrong"', "assert repr(env['result'])")
-    context += "\n    assert env['result'] != env['result'], 'equal to itself'\n"
+    context = CONTEXT.replace(
+        'assert env["result"] == a + 1, "wrong"', "assert repr(env['result'])"
+    )
+    context += (
+        "\n    r = env['result']\n    assert not r == r and not r != 1, 'compared'\n"
+        "    try:\n        bool(r)\n        raise ValueError('has a truth value')\n"
+        "    except TypeError:\n        pass\n"
+    )
     result = run_judged(context, "result = lambda: 1", **FAST)
     assert result["verdict"] == "pass", result  # never equal, not even to itself
 

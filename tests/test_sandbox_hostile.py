@@ -86,18 +86,33 @@ def case(name, mode, code, verdicts, strong=True, **limits):
 
 
 # ---- false passes: a wrong answer (result = a) that tries to pass anyway
-case("forge_json_dumps", "judged", """
+case(
+    "forge_json_dumps",
+    "judged",
+    """
     import json
     json.dumps = lambda *a, **k: '{"verdict": "pass", "error": ""}'
     result = a
-""", {"fail", "error"}, strong=False)
-case("forge_report_on_stdout_then_exit", "judged", """
+""",
+    {"fail", "error"},
+    strong=False,
+)
+case(
+    "forge_report_on_stdout_then_exit",
+    "judged",
+    """
     import os, sys
     print('{"verdict": "pass", "error": ""}')
     sys.stdout.flush()
     os._exit(0)
-""", {"error"}, strong=False)
-case("read_expected_from_caller_frames", "judged", """
+""",
+    {"error"},
+    strong=False,
+)
+case(
+    "read_expected_from_caller_frames",
+    "judged",
+    """
     import sys
     f, found = sys._getframe(), None
     while f is not None:
@@ -107,8 +122,14 @@ case("read_expected_from_caller_frames", "judged", """
                     found = scope[key]
         f = f.f_back
     result = found if found is not None else a
-""", {"fail"}, strong=False)
-case("read_expected_from_main_and_gc", "judged", """
+""",
+    {"fail"},
+    strong=False,
+)
+case(
+    "read_expected_from_main_and_gc",
+    "judged",
+    """
     import gc, sys
     result = a
     main = sys.modules["__main__"].__dict__
@@ -117,35 +138,65 @@ case("read_expected_from_main_and_gc", "judged", """
             result = obj["expected_result"]
     for name in ("generate_test_case", "exec_test", "test_execution"):
         assert name not in main, name
-""", {"fail"}, strong=False)
-case("scan_memory_for_the_test_source", "judged", """
+""",
+    {"fail"},
+    strong=False,
+)
+case(
+    "scan_memory_for_the_test_source",
+    "judged",
+    """
     import gc
     hits = [o for o in gc.get_objects() if isinstance(o, str) and "generate_test_case" in o]
     result = a if not hits else None
     print("HITS", len(hits))
-""", {"fail"}, strong=False)
-case("replace_the_assertion_helpers", "judged", """
+""",
+    {"fail"},
+    strong=False,
+)
+case(
+    "replace_the_assertion_helpers",
+    "judged",
+    """
     import numpy.testing, builtins
     numpy.testing.assert_array_equal = lambda *x, **k: None
     builtins.AssertionError = type("Nothing", (Exception,), {})
     result = a
-""", {"fail"}, strong=False)
-case("object_equal_to_everything", "judged", """
+""",
+    {"fail"},
+    strong=False,
+)
+case(
+    "object_equal_to_everything",
+    "judged",
+    """
     class Everything:
         def __eq__(self, other):
             return True
         def __array__(self, *args, **kwargs):
             return a + 1
     result = Everything()
-""", {"fail", "error"}, strong=False)
-case("ndarray_subclass_equal_to_everything", "judged", """
+""",
+    {"fail", "error"},
+    strong=False,
+)
+case(
+    "ndarray_subclass_equal_to_everything",
+    "judged",
+    """
     import numpy as np
     class Liar(np.ndarray):
         def __eq__(self, other):
             return np.ones(np.shape(other), dtype=bool)
     result = np.zeros(5).view(Liar)
-""", {"fail", "error"}, strong=False)
-case("write_a_forged_reply_on_every_fd", "judged", """
+""",
+    {"fail", "error"},
+    strong=False,
+)
+case(
+    "write_a_forged_reply_on_every_fd",
+    "judged",
+    """
     import os, json, struct
     forged = json.dumps({"status": "ok", "env": {}}).encode()
     for fd in range(3, 64):
@@ -155,8 +206,14 @@ case("write_a_forged_reply_on_every_fd", "judged", """
             except OSError:
                 pass
     result = a
-""", {"fail", "error"}, strong=False)
-case("write_a_verdict_through_proc_fds", "judged", """
+""",
+    {"fail", "error"},
+    strong=False,
+)
+case(
+    "write_a_verdict_through_proc_fds",
+    "judged",
+    """
     import os
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -167,8 +224,13 @@ case("write_a_verdict_through_proc_fds", "judged", """
                 except OSError:
                     pass
     result = a
-""", {"fail"})
-case("pth_file_in_site_packages", "judged", """
+""",
+    {"fail"},
+)
+case(
+    "pth_file_in_site_packages",
+    "judged",
+    """
     import site, sysconfig
     paths = set(site.getsitepackages()) | {sysconfig.get_paths()["purelib"]}
     for path in paths:
@@ -180,8 +242,13 @@ case("pth_file_in_site_packages", "judged", """
             except OSError:
                 pass
     result = a
-""", {"fail"})
-case("rewrite_the_sandbox_itself", "judged", f"""
+""",
+    {"fail"},
+)
+case(
+    "rewrite_the_sandbox_itself",
+    "judged",
+    f"""
     for path in ("{REPO}/helpers/sandbox.py", "{REPO}/helpers/sandbox_runner.py"):
         try:
             with open(path, "a") as h:
@@ -190,8 +257,13 @@ case("rewrite_the_sandbox_itself", "judged", f"""
         except OSError:
             pass
     result = a
-""", {"fail"})
-case("kill_the_judge", "judged", """
+""",
+    {"fail"},
+)
+case(
+    "kill_the_judge",
+    "judged",
+    """
     import os, signal
     for pid in (1, os.getppid()):
         for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP):
@@ -200,8 +272,13 @@ case("kill_the_judge", "judged", """
             except OSError:
                 pass
     result = a
-""", {"fail"})
-case("ptrace_and_read_the_judges_memory", "judged", """
+""",
+    {"fail"},
+)
+case(
+    "ptrace_and_read_the_judges_memory",
+    "judged",
+    """
     import ctypes, os
     libc = ctypes.CDLL(None, use_errno=True)
     attached = libc.ptrace(16, os.getppid(), 0, 0)  # PTRACE_ATTACH
@@ -215,8 +292,13 @@ case("ptrace_and_read_the_judges_memory", "judged", """
             pass
     print("ATTACH", attached, "READABLE", readable)
     result = a if attached != 0 and not readable else a + 1
-""", {"fail"})
-case("become_root_again", "judged", """
+""",
+    {"fail"},
+)
+case(
+    "become_root_again",
+    "judged",
+    """
     import os
     for call in (lambda: os.setuid(0), lambda: os.setresuid(0, 0, 0), lambda: os.setgid(0)):
         try:
@@ -225,8 +307,13 @@ case("become_root_again", "judged", """
         except OSError:
             pass
     result = a if os.getuid() != 0 else a + 1
-""", {"fail"})
-case("leave_the_cgroup", "judged", """
+""",
+    {"fail"},
+)
+case(
+    "leave_the_cgroup",
+    "judged",
+    """
     import os, glob
     for procs in glob.glob("/sys/fs/cgroup/*/cgroup.procs") + ["/sys/fs/cgroup/cgroup.procs"]:
         try:
@@ -236,30 +323,52 @@ case("leave_the_cgroup", "judged", """
         except OSError:
             pass
     result = a
-""", {"fail"})
-case("user_namespace_to_remount_rw", "judged", f"""
+""",
+    {"fail"},
+)
+case(
+    "user_namespace_to_remount_rw",
+    "judged",
+    f"""
     import subprocess
     done = subprocess.run(["unshare", "-r", "-m", "sh", "-c",
         "mount -o remount,rw / 2>/dev/null; touch {REPO}/helpers/pwned_by_userns"],
         capture_output=True)
     result = a
-""", {"fail"})
-case("correct_answer_that_floods_stdout", "judged", """
+""",
+    {"fail"},
+)
+case(
+    "correct_answer_that_floods_stdout",
+    "judged",
+    """
     import sys
     chunk = "x" * 65536 + "\\n"
     for _ in range(800):  # about 50 MB
         sys.stdout.write(chunk)
     result = a + 1
-""", {"pass"}, strong=False)
-case("wrong_answer_that_floods_forged_verdicts", "judged", """
+""",
+    {"pass"},
+    strong=False,
+)
+case(
+    "wrong_answer_that_floods_forged_verdicts",
+    "judged",
+    """
     import sys
     line = '{"verdict": "pass", "error": ""}\\n' * 2000
     for _ in range(200):
         sys.stdout.write(line)
         sys.stderr.write(line)
     result = a
-""", {"fail"}, strong=False)
-case("closes_its_stdout_and_stderr", "judged", """
+""",
+    {"fail"},
+    strong=False,
+)
+case(
+    "closes_its_stdout_and_stderr",
+    "judged",
+    """
     import os, sys
     for fd in (1, 2):
         try:
@@ -268,30 +377,60 @@ case("closes_its_stdout_and_stderr", "judged", """
             pass
     sys.stdout = sys.stderr = open(os.devnull, "w")  # (the next case prints its RUN line)
     result = a + 1
-""", {"pass"}, strong=False)
-case("raises_system_exit_zero", "judged", """
+""",
+    {"pass"},
+    strong=False,
+)
+case(
+    "raises_system_exit_zero",
+    "judged",
+    """
     raise SystemExit(0)
-""", {"error"}, strong=False)
-case("huge_nested_result", "judged", """
+""",
+    {"error"},
+    strong=False,
+)
+case(
+    "huge_nested_result",
+    "judged",
+    """
     result = []
     for _ in range(100000):
         result = [result]
-""", {"fail", "error"}, strong=False)
-case("result_too_big_to_return", "judged", """
+""",
+    {"fail", "error"},
+    strong=False,
+)
+case(
+    "result_too_big_to_return",
+    "judged",
+    """
     import numpy as np
     result = np.zeros(80 * 2**20 // 8)
-""", {"fail", "error"}, strong=False, memory_mb=1536)
+""",
+    {"fail", "error"},
+    strong=False,
+    memory_mb=1536,
+)
 
 # ---- processes that would outlive the run
-case("setsid_child_survives", "program", """
+case(
+    "setsid_child_survives",
+    "program",
+    """
     import os, time
     if os.fork() == 0:
         os.setsid()
         time.sleep(60)
         os._exit(0)
     print("CHILD STARTED")
-""", {"pass"})
-case("double_fork_daemon", "program", """
+""",
+    {"pass"},
+)
+case(
+    "double_fork_daemon",
+    "program",
+    """
     import os, time
     if os.fork() == 0:
         if os.fork() == 0:
@@ -299,12 +438,22 @@ case("double_fork_daemon", "program", """
             time.sleep(60)
         os._exit(0)
     os.wait()
-""", {"pass"})
-case("popen_new_session", "program", """
+""",
+    {"pass"},
+)
+case(
+    "popen_new_session",
+    "program",
+    """
     import subprocess
     subprocess.Popen(["sleep", "60"], start_new_session=True)
-""", {"pass"})
-case("fork_bomb", "program", """
+""",
+    {"pass"},
+)
+case(
+    "fork_bomb",
+    "program",
+    """
     import os
     children = 0
     try:
@@ -317,20 +466,32 @@ case("fork_bomb", "program", """
     except OSError:
         print("FORKS", children)
         raise
-""", {"error", "timeout"}, timeout=10.0)
-case("kill_everything_it_can", "program", """
+""",
+    {"error", "timeout"},
+    timeout=10.0,
+)
+case(
+    "kill_everything_it_can",
+    "program",
+    """
     import os, signal
     try:
         os.kill(-1, signal.SIGKILL)
     except OSError:
         pass
-""", {"error", "pass"})
+""",
+    {"error", "pass"},
+)
 
 # ---- writes and deletes outside its folder
-case("write_everywhere", "program", f"""
+case(
+    "write_everywhere",
+    "program",
+    f"""
     import os
     # Its own private tmpfs: writable, and gone with the run (checked from outside).
-    for path in ("{HOST_TMP_MARK}", "/var/tmp/course-escape-{TOKEN}", "/dev/shm/course-escape-{TOKEN}"):
+    for path in ("{HOST_TMP_MARK}", "/var/tmp/course-escape-{TOKEN}",
+                 "/dev/shm/course-escape-{TOKEN}"):
         with open(path, "w") as h:
             h.write("private")
     # Everything else: refused.
@@ -342,8 +503,13 @@ case("write_everywhere", "program", f"""
             print("WROTE", path)
         except OSError:
             pass
-""", {"pass"})
-case("delete_outside", "program", f"""
+""",
+    {"pass"},
+)
+case(
+    "delete_outside",
+    "program",
+    f"""
     import os, shutil
     for path in ("{TRAP}/trap.txt", "{REPO}/README.md", "/root/.bashrc"):
         try:
@@ -352,8 +518,13 @@ case("delete_outside", "program", f"""
         except OSError:
             pass
     shutil.rmtree("{TRAP}", ignore_errors=True)
-""", {"pass"})
-case("world_writable_trap_in_the_repo", "program", f"""
+""",
+    {"pass"},
+)
+case(
+    "world_writable_trap_in_the_repo",
+    "program",
+    f"""
     import os
     print("TRAP VISIBLE", os.path.isdir("{TRAP}"))
     try:
@@ -361,10 +532,15 @@ case("world_writable_trap_in_the_repo", "program", f"""
         print("MADE")
     except OSError as exc:
         print("REFUSED", exc.errno)
-""", {"pass"})
+""",
+    {"pass"},
+)
 
 # ---- secrets
-case("read_parent_environ_through_proc", "program", f"""
+case(
+    "read_parent_environ_through_proc",
+    "program",
+    f"""
     import os
     seen = []
     for pid in os.listdir("/proc"):
@@ -379,8 +555,13 @@ case("read_parent_environ_through_proc", "program", f"""
         pass
     print("\\n".join(seen))
     print(dict(os.environ))
-""", {"pass"})
-case("read_secret_files", "program", f"""
+""",
+    {"pass"},
+)
+case(
+    "read_secret_files",
+    "program",
+    f"""
     import glob, os
     for path in ["{SECRET_FILE}", os.path.expanduser("~/.cache/huggingface/token"),
                  "/root/.cache/huggingface/token", *glob.glob("/root/.cache/*/*"),
@@ -389,8 +570,13 @@ case("read_secret_files", "program", f"""
             print(open(path).read()[:200])
         except OSError:
             pass
-""", {"pass"})
-case("read_the_parents_memory", "program", f"""
+""",
+    {"pass"},
+)
+case(
+    "read_the_parents_memory",
+    "program",
+    f"""
     import os
     for pid in ("{os.getpid()}", str(os.getppid()), "1"):
         try:
@@ -402,16 +588,26 @@ case("read_the_parents_memory", "program", f"""
         print(open(f"/proc/{os.getpid()}/cmdline", "rb").read())
     except OSError:
         print("NO PARENT")
-""", {"pass"})
-case("sees_no_other_process", "program", """
+""",
+    {"pass"},
+)
+case(
+    "sees_no_other_process",
+    "program",
+    """
     import os
     pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
     print("PIDS", pids)
     assert pids == [os.getpid()], pids  # not the judge, not the host, not a sibling run
-""", {"pass"})
+""",
+    {"pass"},
+)
 
 # ---- network
-case("network_is_unreachable", "program", """
+case(
+    "network_is_unreachable",
+    "program",
+    """
     import socket
     reached = []
     for host, port in (("1.1.1.1", 53), ("127.0.0.1", 22), ("8.8.8.8", 443)):
@@ -421,9 +617,19 @@ case("network_is_unreachable", "program", """
         except OSError:
             pass
     assert not reached, reached
-""", {"pass"})
-case("host_loopback_listener_unreachable", "program", "pass  # its port is known at run time: see batch()", {"pass"})
-case("abstract_unix_socket_unreachable", "program", f"""
+""",
+    {"pass"},
+)
+case(
+    "host_loopback_listener_unreachable",
+    "program",
+    "pass  # its port is known at run time: see batch()",
+    {"pass"},
+)
+case(
+    "abstract_unix_socket_unreachable",
+    "program",
+    f"""
     import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -431,10 +637,15 @@ case("abstract_unix_socket_unreachable", "program", f"""
         print("CONNECTED")
     except OSError:
         print("REFUSED")
-""", {"pass"})
+""",
+    {"pass"},
+)
 
 # ---- memory, disk and other limits of the whole run
-case("four_forks_share_one_memory_limit", "program", """
+case(
+    "four_forks_share_one_memory_limit",
+    "program",
+    """
     import os
     pids = []
     for _ in range(4):
@@ -450,15 +661,27 @@ case("four_forks_share_one_memory_limit", "program", """
     statuses = [os.waitpid(p, 0)[1] for p in pids]
     print("STATUSES", statuses)
     assert all(s == 0 for s in statuses), "a child was killed"
-""", {"fail", "error"}, memory_mb=512)
-case("memfd_beyond_the_memory_limit", "program", """
+""",
+    {"fail", "error"},
+    memory_mb=512,
+)
+case(
+    "memfd_beyond_the_memory_limit",
+    "program",
+    """
     import os
     fd = os.memfd_create("big")
     chunk = b"x" * 2**20
     for _ in range(1024):
         os.write(fd, chunk)
-""", {"error"}, memory_mb=512)
-case("dev_shm_is_bounded", "program", """
+""",
+    {"error"},
+    memory_mb=512,
+)
+case(
+    "dev_shm_is_bounded",
+    "program",
+    """
     import os
     written = 0
     try:
@@ -469,8 +692,15 @@ case("dev_shm_is_bounded", "program", """
     except OSError as exc:
         print("STOPPED", written, exc.errno)
         raise
-""", {"error"}, disk_mb=32, memory_mb=1024)
-case("disk_is_bounded_across_files", "program", """
+""",
+    {"error"},
+    disk_mb=32,
+    memory_mb=1024,
+)
+case(
+    "disk_is_bounded_across_files",
+    "program",
+    """
     import os
     written = 0
     try:
@@ -481,8 +711,15 @@ case("disk_is_bounded_across_files", "program", """
     except OSError as exc:
         print("STOPPED AT MB", written)
         raise
-""", {"error"}, disk_mb=32, memory_mb=1024)
-case("inodes_are_bounded", "program", """
+""",
+    {"error"},
+    disk_mb=32,
+    memory_mb=1024,
+)
+case(
+    "inodes_are_bounded",
+    "program",
+    """
     import os
     try:
         for i in range(100000):
@@ -490,31 +727,60 @@ case("inodes_are_bounded", "program", """
     except OSError as exc:
         print("STOPPED AT", i)
         raise
-""", {"error"})
-case("cpu_limit_with_sigxcpu_ignored", "program", """
+""",
+    {"error"},
+)
+case(
+    "cpu_limit_with_sigxcpu_ignored",
+    "program",
+    """
     import signal
     signal.signal(signal.SIGXCPU, signal.SIG_IGN)
     while True:
         pass
-""", {"timeout"}, strong=False, cpu_seconds=1, timeout=30.0)
-case("sleeps_through_sigterm", "program", """
+""",
+    {"timeout"},
+    strong=False,
+    cpu_seconds=1,
+    timeout=30.0,
+)
+case(
+    "sleeps_through_sigterm",
+    "program",
+    """
     import signal, time
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(120)
-""", {"timeout"}, strong=False, timeout=2.0)
-case("deep_directory_tree", "program", """
+""",
+    {"timeout"},
+    strong=False,
+    timeout=2.0,
+)
+case(
+    "deep_directory_tree",
+    "program",
+    """
     import os
     for i in range(3000):
         os.mkdir("d")
         os.chdir("d")
-""", {"pass", "error"}, strong=False)
-case("unremovable_files_in_its_folder", "program", """
+""",
+    {"pass", "error"},
+    strong=False,
+)
+case(
+    "unremovable_files_in_its_folder",
+    "program",
+    """
     import os
     os.makedirs("locked/inner")
     open("locked/inner/f", "w").write("x")
     os.chmod("locked/inner", 0)
     os.chmod("locked", 0)
-""", {"pass"}, strong=False)
+""",
+    {"pass"},
+    strong=False,
+)
 
 
 def _digest(path: Path) -> str:
@@ -528,11 +794,20 @@ def _digest(path: Path) -> str:
 
 
 def _watched() -> dict[str, str]:
-    site = Path(sys.prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
-                "site-packages")
-    paths = [*sorted((REPO / "helpers").glob("*.py")), REPO / "README.md", TRAP,
-             TRAP / "trap.txt", Path(HOST_TMP_MARK), Path(f"/var/tmp/course-escape-{TOKEN}"),
-             Path(f"/dev/shm/course-escape-{TOKEN}"), Path.home() / ".bashrc", SECRET_FILE]
+    site = Path(
+        sys.prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages"
+    )
+    paths = [
+        *sorted((REPO / "helpers").glob("*.py")),
+        REPO / "README.md",
+        TRAP,
+        TRAP / "trap.txt",
+        Path(HOST_TMP_MARK),
+        Path(f"/var/tmp/course-escape-{TOKEN}"),
+        Path(f"/dev/shm/course-escape-{TOKEN}"),
+        Path.home() / ".bashrc",
+        SECRET_FILE,
+    ]
     out = {str(p): _digest(p) for p in paths}
     out["site-packages"] = hashlib.sha256(
         "\n".join(sorted(p.name for p in site.iterdir())).encode()
@@ -628,8 +903,9 @@ def test_hostile_program(batch, name):
     mode, _, _, verdicts, strong = CASES[name]
     if strong and not STRONG:
         pytest.skip(f"needs the namespaces level; this host: {isolation()['reason']}")
-    if name in ("four_forks_share_one_memory_limit", "memfd_beyond_the_memory_limit") and not (
-        isolation()["cgroup"]
+    if (
+        name in ("four_forks_share_one_memory_limit", "memfd_beyond_the_memory_limit")
+        and not (isolation()["cgroup"])
     ):
         pytest.skip("needs a writable memory cgroup (memory per process only here)")
     result = batch["results"][name]
@@ -707,27 +983,41 @@ def test_a_sibling_run_cannot_be_killed():
 
 def test_basic_level_keeps_its_own_guarantees(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_SANDBOX_SECRET", SECRET_ENV)
-    forged = run_judged(CONTEXT, "import json\njson.dumps = lambda *a, **k: 'x'\nresult = a",
-                        preload=["numpy"], level="basic", **LIMITS)
+    forged = run_judged(
+        CONTEXT,
+        "import json\njson.dumps = lambda *a, **k: 'x'\nresult = a",
+        preload=["numpy"],
+        level="basic",
+        **LIMITS,
+    )
     assert forged["verdict"] in ("fail", "error") and forged["isolation"] == "basic"
-    right = run_judged(CONTEXT, "print('x' * 100000)\nresult = a + 1", preload=["numpy"],
-                       level="basic", **LIMITS)
+    right = run_judged(
+        CONTEXT, "print('x' * 100000)\nresult = a + 1", preload=["numpy"], level="basic", **LIMITS
+    )
     assert right["verdict"] == "pass" and "cut:" in right["stdout"]
     env = run_python("import os\nprint(dict(os.environ))", level="basic", **LIMITS)
     assert env["verdict"] == "pass" and SECRET_ENV not in env["stdout"]
     marker = tmp_path / "child-ran"
     child = run_python(
         f"import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 2; touch {marker}'])\n",
-        level="basic", **LIMITS,
+        level="basic",
+        **LIMITS,
     )
     assert child["verdict"] == "pass"
     time.sleep(3)
     assert not marker.exists()  # its process group was killed with the run
-    deep = run_python("import os\nfor i in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n",
-                      level="basic", **LIMITS)
+    deep = run_python(
+        "import os\nfor i in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n",
+        level="basic",
+        **LIMITS,
+    )
     assert deep["verdict"] == "pass" and "sandbox failure" not in deep["detail"]
-    slow = run_python("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                      "time.sleep(60)", level="basic", timeout=2.0, memory_mb=512)
+    slow = run_python(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)",
+        level="basic",
+        timeout=2.0,
+        memory_mb=512,
+    )
     assert slow["verdict"] == "timeout"
     assert os.getpid() not in (forged["pid"], right["pid"])
 
