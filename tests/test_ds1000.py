@@ -1,6 +1,7 @@
 """DS-1000-style evaluation: post-processing, programs, the course's problems, the split, pass@1."""
 
 import ast
+import importlib.util
 import math
 import random
 from collections import Counter, defaultdict
@@ -530,3 +531,27 @@ def test_pass_at_1_counts_passes_over_problems_that_ran():
     assert table.loc["Scipy", "skipped"] == 1
     assert table.loc["Numpy", "pass@1"] == 0.5
     assert math.isnan(table.loc["Scipy", "pass@1"])
+
+
+# ------------------------------------------------------------------ DS-1000's interpreter
+
+
+def test_the_environment_folder_follows_the_pins_and_can_be_moved(monkeypatch, tmp_path):
+    import helpers.ds1000_env as env
+
+    monkeypatch.delenv("COURSE_DS1000_ENV", raising=False)
+    default = env.env_dir()
+    assert default.name.startswith("ds1000-env-")
+    monkeypatch.setattr(env, "PINS", {**env.PINS, "numpy": "1.26.3"})
+    assert env.env_dir() != default  # new pins, a new environment
+    monkeypatch.setenv("COURSE_DS1000_ENV", str(tmp_path / "elsewhere"))
+    assert env.env_dir() == tmp_path / "elsewhere"
+
+
+def test_shared_packages_never_shadow_the_pinned_libraries():
+    from helpers.ds1000_env import _shared_packages
+
+    links = _shared_packages(["pandas", "scipy"])
+    assert not {"numpy", "pandas", "scipy"} & set(links)
+    if importlib.util.find_spec("torch") is not None:
+        assert "torch" in links and any(name.startswith("torch-") for name in links)

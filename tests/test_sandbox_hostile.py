@@ -402,15 +402,31 @@ case(
     strong=False,
 )
 case(
-    "result_too_big_to_return",
+    "large_result_comes_back_as_data",
     "judged",
     """
     import numpy as np
-    result = np.zeros(80 * 2**20 // 8)
+    result = np.zeros(16 * 2**20 // 8)
 """,
-    {"fail", "error"},
+    {"fail"},
     strong=False,
-    memory_mb=1536,
+    memory_mb=512,
+)
+case(
+    "claims_a_huge_reply",
+    "judged",
+    """
+    import os, struct, time
+    for fd in range(3, 64):
+        try:
+            os.write(fd, struct.pack("<Q", 2**40))
+        except OSError:
+            pass
+    time.sleep(30)
+    result = a + 1
+""",
+    {"error"},
+    strong=False,
 )
 
 # ---- processes that would outlive the run
