@@ -5,6 +5,7 @@ import importlib.util
 import math
 import random
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -555,3 +556,33 @@ def test_shared_packages_never_shadow_the_pinned_libraries():
     assert not {"numpy", "pandas", "scipy"} & set(links)
     if importlib.util.find_spec("torch") is not None:
         assert "torch" in links and any(name.startswith("torch-") for name in links)
+
+
+@pytest.mark.parametrize("version", [(3, 11, 7), (3, 13, 2)])
+def test_the_environment_is_made_with_venv_and_pip_or_with_a_uv_python(
+    version, monkeypatch, tmp_path
+):
+    # What would run, recorded instead (the uv path needs Colab's internet: not run here).
+    import helpers.ds1000_env as env
+
+    commands = []
+
+    def record(command, what):
+        commands.append(command)
+        if "venv" in command:
+            Path(command[-1]).mkdir(parents=True)
+
+    monkeypatch.setattr(env, "_run", record)
+    monkeypatch.setattr(env, "_uv", lambda: None)
+    monkeypatch.setattr(env, "_link_shared", lambda folder: [])
+    monkeypatch.setattr(env.sys, "version_info", version)
+    env.create_env(tmp_path / "ds1000-env")
+    pins = [f"{name}=={v}" for name, v in env.PINS.items()]
+    assert all(pin in commands[-1] for pin in pins)
+    if version[:2] <= (3, 11):
+        assert commands[0][1:3] == ["-m", "venv"] and commands[1][1:4] == ["-m", "pip", "install"]
+    else:
+        assert commands[0][-1] == "uv"  # pip install uv
+        assert commands[1][3:6] == ["venv", "--quiet", "--python"] and commands[1][6] == "3.11"
+        assert commands[2][3:5] == ["pip", "install"]
+    assert (tmp_path / "ds1000-env" / "course-ready.json").exists()
