@@ -787,9 +787,13 @@ def _memory_failed(cfg: dict) -> bool:
         return False
 
 
+ANSWER: list[int] = []  # the answer's pid, once forked
+
+
 def judge(cfg: dict, verdict_fd: int) -> dict:
     j = Judge(cfg)
     j.start_answer()
+    ANSWER.append(j.pid)
     _prctl(PR_SET_DUMPABLE, 0)  # nobody but root-in-the-namespace may read this process
     work = json.loads(sys.stdin.buffer.read())  # only now: the answer never held it
     os.chdir(cfg["judgedir"])
@@ -842,6 +846,56 @@ def judge(cfg: dict, verdict_fd: int) -> dict:
     return {"verdict": "pass", "error": "", "checked_in": "judge"}
 
 
+def _alive_of(uid: int) -> bool:
+    """Whether a process of ``uid`` is still running (zombies do not count)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as handle:
+                status = handle.read()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+            return True
+    return False
+
+
+def reap_uid(uid: int, answer: int | None) -> None:
+    """Kill every process of the run's uid, in any session or group (``uid`` level).
+
+    A child takes the uid and calls ``kill(-1, SIGKILL)``, which reaches exactly the
+    processes that uid may signal: its own, and no one else's; repeated until none runs.
+    """
+    if answer is not None:
+        try:
+            os.kill(answer, signal.SIGKILL)
+        except OSError:
+            pass
+        end = time.monotonic() + 2
+        while _reaped(answer) is None and time.monotonic() < end:
+            time.sleep(0.002)
+    for _ in range(100):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+                for _ in range(3):
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                    except OSError:
+                        break
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        if not _alive_of(uid):
+            return
+        time.sleep(0.005)
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     verdict_fd = cfg["verdict_fd"]
@@ -863,6 +917,8 @@ def main() -> None:
             except BaseException:
                 pass
         outcome = judge(cfg, verdict_fd)
+        if cfg["level"] == "uid":
+            reap_uid(cfg["uid"], ANSWER[0] if ANSWER else None)
     except BaseException as exc:
         outcome = {
             "verdict": "error",

@@ -8,8 +8,9 @@ then checks its own program's outcome: the verdict, that no process of its run i
 secret appears in anything it got back.
 
 At the ``namespaces`` level (root, namespaces allowed: this machine, CI) every test runs;
-where the host only allows ``basic``, the tests of guarantees that level does not give are
-skipped with the reason, and ``test_basic_level_*`` check what it does guarantee.
+where the host allows less, the tests of guarantees its level does not give are skipped with
+the reason, and ``test_uid_level_*`` and ``test_basic_level_*`` check what the weaker levels
+do guarantee (forced here with ``level=``).
 """
 
 from __future__ import annotations
@@ -1048,3 +1049,54 @@ def test_isolation_level_names_the_level_in_effect_and_no_more():
     if not isolation()["cgroup"]:
         assert "per process only" in line
     assert signal.SIGKILL  # (the module imports what it needs)
+
+
+def _running_of(uid: int) -> list[int]:
+    time.sleep(0.2)  # a killed process may still be a zombie for a moment
+    return _processes_of({uid})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid level needs root")
+def test_uid_level_keeps_its_own_guarantees(monkeypatch):
+    # The level a root container without namespaces gets. (Programs use only modules the
+    # judge has loaded: this machine's Python lives in /root, which other uids cannot read.)
+    monkeypatch.setenv("COURSE_SANDBOX_SECRET", SECRET_ENV)
+    code = WHO + textwrap.dedent(f"""
+        import os, signal, time
+        if os.fork() == 0:
+            os.setsid()
+            time.sleep(60)
+            os._exit(0)
+        for pid in (1, os.getppid(), {os.getpid()}):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                print("KILLED", pid)
+            except OSError:
+                pass
+            try:
+                print(open(f"/proc/{{pid}}/environ").read())
+            except OSError:
+                pass
+        for path in ("/root/.bashrc", "{REPO}/README.md", "{SECRET_FILE}"):
+            try:
+                open(path, "a").close()
+                print("WROTE", path)
+            except OSError:
+                pass
+    """)
+    result = run_python(code, level="uid", **LIMITS)
+    assert result["verdict"] == "pass" and result["isolation"] == "uid", result
+    uid, _ = _run_identity(result)
+    assert uid != 0
+    assert "KILLED" not in result["stdout"] and "WROTE" not in result["stdout"]
+    assert SECRET_ENV not in result["stdout"]
+    assert _running_of(uid) == []  # the detached child too
+    forged = run_judged(
+        CONTEXT,
+        WHO + "import json\njson.dumps = lambda *a, **k: 'x'\nresult = a",
+        preload=["numpy"],
+        level="uid",
+        **LIMITS,
+    )
+    assert forged["verdict"] in ("fail", "error") and forged["checked_in"] == "judge"
+    assert _running_of(_run_identity(forged)[0]) == []
