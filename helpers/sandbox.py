@@ -82,7 +82,8 @@ LEVELS = {
     "namespaces": (
         "namespaces: each run in its own PID, mount, network and IPC namespaces; the answer "
         "as an unprivileged uid of its own, in a separate process from the judge; a "
-        "size-limited private /tmp, home folders hidden, all else read-only; no network"
+        "size-limited private /tmp, home folders hidden, other mounts read-only (but /dev, "
+        "/proc and /sys, which its uid cannot write); no network"
     ),
     "uid": (
         "uid: the answer as an unprivileged uid of its own, in a separate process from the "
