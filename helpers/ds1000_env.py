@@ -51,8 +51,16 @@ PINS: dict[str, str] = {
 }
 PYTHON = "3.11"  # the Python the environment is made with where the course's is too new
 SHARED = ("torch", "tensorflow")  # reused from the course's Python when it has them
-VERSIONS_OF = ("numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "seaborn", "torch",
-               "tensorflow")
+VERSIONS_OF = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "matplotlib",
+    "seaborn",
+    "torch",
+    "tensorflow",
+)
 
 
 def env_dir() -> Path:
@@ -141,14 +149,22 @@ def _link_shared(env: Path) -> list[str]:
     python = _python_of(env)
     version = subprocess.run(
         [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
-    if version != "%d.%d" % sys.version_info[:2]:
+    if version != "{}.{}".format(*sys.version_info[:2]):
         return []
     listed = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m; "
-         "print('\\n'.join(d.metadata['Name'] for d in m.distributions()))"],
-        capture_output=True, text=True, check=True,
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m; "
+            "print('\\n'.join(d.metadata['Name'] for d in m.distributions()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     links = _shared_packages(listed)
     if not links:
@@ -161,7 +177,9 @@ def _link_shared(env: Path) -> list[str]:
             link.symlink_to(target)
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     Path(site, "course-shared-packages.pth").write_text(str(folder) + "\n")
     return sorted(links)
@@ -174,16 +192,30 @@ def create_env(env: Path) -> None:
     specs = [f"{name}=={version}" for name, version in PINS.items()]
     if sys.version_info[:2] <= (3, 11):
         _run([sys.executable, "-m", "venv", str(tmp)], "creating the venv")
-        _run([str(_python_of(tmp)), "-m", "pip", "install", "--quiet",
-              "--disable-pip-version-check", *specs], "installing DS-1000's libraries")
+        _run(
+            [
+                str(_python_of(tmp)),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *specs,
+            ],
+            "installing DS-1000's libraries",
+        )
     else:
         uv = _uv()
         if uv is None:
             _run([sys.executable, "-m", "pip", "install", "--quiet", "uv"], "installing uv")
             uv = [sys.executable, "-m", "uv"]
-        _run([*uv, "venv", "--quiet", "--python", PYTHON, str(tmp)], f"making a Python {PYTHON} venv")
-        _run([*uv, "pip", "install", "--quiet", "--python", str(_python_of(tmp)), *specs],
-             "installing DS-1000's libraries")
+        _run(
+            [*uv, "venv", "--quiet", "--python", PYTHON, str(tmp)], f"making a Python {PYTHON} venv"
+        )
+        _run(
+            [*uv, "pip", "install", "--quiet", "--python", str(_python_of(tmp)), *specs],
+            "installing DS-1000's libraries",
+        )
     tmp.rename(env)  # a venv's interpreter finds its packages relative to itself
     shared = _link_shared(env)
     (env / "course-ready.json").write_text(json.dumps({"pins": PINS, "shared": shared}))
@@ -229,8 +261,9 @@ def _spec_check(python: str, names: tuple[str, ...]) -> frozenset[str]:
         "import importlib.util, json, sys\n"
         "print(json.dumps([n for n in sys.argv[1:] if importlib.util.find_spec(n) is None]))\n"
     )
-    done = subprocess.run([python, "-I", "-c", code, *names], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [python, "-I", "-c", code, *names], capture_output=True, text=True, check=True
+    )
     return frozenset(json.loads(done.stdout))
 
 

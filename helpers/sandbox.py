@@ -27,6 +27,13 @@ How well the host lets us isolate them is detected once (:func:`isolation`) and 
     a ``/proc`` with only its namespace, and no network (a fresh network namespace has only a
     loopback, down). Where a memory cgroup is writable, memory is limited for the run as a
     whole (every process, tmpfs and memfd included); otherwise per process.
+``uid`` (root, but namespaces are not allowed: some containers):
+    the answer still runs as a uid of its own, in a memory cgroup where one is writable, and
+    every process of that uid is killed at the end (``kill(-1)`` as that uid), so nothing it
+    starts outlives the run, it cannot signal or read the judge or any other process, cannot
+    read private folders (``/root``) and can write only where everyone may (``/tmp``...).
+    It shares the host's network and sees its processes. (Needs the interpreter to be
+    readable by any user; the trial run checks.)
 ``basic`` (anything else: not root, no namespaces):
     the same two processes, a fresh temporary folder as working directory, the limits
     (``RLIMIT_*``, per process), a process group killed at the end and an environment without
@@ -67,13 +74,21 @@ VERDICTS = ("pass", "fail", "error", "timeout")
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
 UNSHARE = ["--pid", "--fork", "--kill-child", "--mount", "--net", "--ipc", "--uts"]
 HIDDEN = ("/root", "/home")  # replaced by empty folders inside the sandbox
+# The trial run: an import the judge has not done, so the answer must read the interpreter.
+TRIAL = "import xml.dom.minidom\nimport os\nassert os.getuid() != 0 or os.getpid() == -1"
 GRACE = 15.0  # seconds the parent waits beyond the judge's own timeout before killing it all
 
 LEVELS = {
     "namespaces": (
         "namespaces: each run in its own PID, mount, network and IPC namespaces; the answer "
         "as an unprivileged uid of its own, in a separate process from the judge; a "
-        "size-limited private /tmp, home folders hidden, all else read-only; no network"
+        "size-limited private /tmp, home folders hidden, other mounts read-only (but /dev, "
+        "/proc and /sys, which its uid cannot write); no network"
+    ),
+    "uid": (
+        "uid: the answer as an unprivileged uid of its own, in a separate process from the "
+        "judge, all its processes killed at the end; no namespaces: it shares the network "
+        "and can write world-writable folders such as /tmp"
     ),
     "basic": (
         "basic: the answer in a separate process from the judge, with time, CPU, memory and "
@@ -167,12 +182,19 @@ def isolation() -> dict[str, Any]:
         reason = "not root (cannot switch to another uid)"
     elif shutil.which("unshare") is None:
         reason = "no unshare command"
+        level = "basic"
     else:
-        trial = _run({"mode": "program", "code": "pass"}, level="namespaces", timeout=30)
+        trial = _run({"mode": "program", "code": TRIAL}, level="namespaces", timeout=30)
         if trial["verdict"] == "pass":
             level = "namespaces"
         else:
             reason = f"a trial run in namespaces failed: {trial['detail'] or trial['stderr']}"[:300]
+    if level == "basic" and sys.platform.startswith("linux") and os.geteuid() == 0:
+        trial = _run({"mode": "program", "code": TRIAL}, level="uid", timeout=30)
+        if trial["verdict"] == "pass":
+            level = "uid"
+        else:
+            reason += f"; a trial run as another uid failed: {trial['detail']}"[:300]
     cgroups = _cgroup_dirs() if os.geteuid() == 0 else {}
     memory = "memory" in cgroups or "v2" in cgroups
     return {
@@ -362,9 +384,15 @@ def _run(
     level = level or isolation()["level"]
     python = python or sys.executable
     cpu = int(cpu_seconds if cpu_seconds is not None else -(-timeout // 1))
-    uid = _new_uid() if level == "namespaces" else None
+    uid = _new_uid() if level in ("namespaces", "uid") else None
     cgroup = _Cgroup(memory_mb * 2**20, processes) if os.geteuid() == 0 else None
-    workdir = None if level == "namespaces" else tempfile.mkdtemp(prefix="sandbox-")
+    workdir = judgedir = None
+    if level != "namespaces":
+        workdir = tempfile.mkdtemp(prefix="sandbox-")
+        judgedir = workdir
+    if level == "uid":
+        os.chown(workdir, uid, uid)  # its own folder; the judge works in another
+        judgedir = tempfile.mkdtemp(prefix="sandbox-judge-")
     read_fd, write_fd = os.pipe()
     cfg = {
         "level": level,
@@ -379,7 +407,7 @@ def _run(
         "preload": list(preload),
         "hide": list(HIDDEN),
         "workdir": workdir,
-        "judgedir": workdir,
+        "judgedir": judgedir,
         "verdict_fd": write_fd,
         "cgroup_procs": cgroup.procs if cgroup else [],
         "cgroup_memory": cgroup.memory if cgroup else None,
@@ -426,8 +454,8 @@ def _run(
                     pass
         if cgroup is not None:
             cgroup.kill_all()
-        if workdir is not None:
-            _remove_tree(workdir)
+        for folder in {workdir, judgedir} - {None}:
+            _remove_tree(folder)
     seconds = time.monotonic() - start
     try:
         report = json.loads(raw[8:]) if len(raw) > 8 else None
@@ -488,6 +516,7 @@ def run_python(
     processes: int = 64,
     max_output: int = 2000,
     python: str | None = None,
+    level: str | None = None,
 ) -> dict[str, Any]:
     """Run a whole program in the sandbox; it passes if it runs to its end.
 
@@ -507,6 +536,8 @@ def run_python(
         processes: how many processes it may have (namespaces level: its own uid).
         max_output: characters of stdout and of stderr kept (the rest is cut).
         python: the interpreter (default: this one).
+        level: force an isolation level (``"basic"``: to test the weaker mode); default:
+            the strongest this host allows (:func:`isolation`).
 
     Returns:
         ``{"verdict", "detail", "returncode", "stdout", "stderr", "seconds", "pid",
@@ -515,6 +546,7 @@ def run_python(
     try:
         return _run(
             {"mode": "program", "code": code},
+            level=level,
             python=python,
             timeout=timeout,
             cpu_seconds=cpu_seconds,

@@ -48,7 +48,7 @@ import traceback
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
-MAX_MESSAGE = 512 * 2**20  # the largest reply the judge accepts from the answer
+MAX_MESSAGE = 256 * 2**20  # the largest reply the judge accepts (and a quarter of memory)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -146,13 +146,13 @@ def _read_exact(fd: int, n: int, deadline: float, pid: int | None):
     return b"".join(chunks)
 
 
-def recv(fd: int, deadline: float = float("inf"), pid: int | None = None):
+def recv(fd: int, deadline: float = float("inf"), pid: int | None = None, limit: int = MAX_MESSAGE):
     head = _read_exact(fd, 8, deadline, pid)
     if head is None:
         return None
     (size,) = struct.unpack("<Q", head)
-    if size > MAX_MESSAGE:
-        raise ValueError(f"a reply of {size} bytes (more than {MAX_MESSAGE})")
+    if size > limit:
+        raise ValueError(f"a reply of {size} bytes, more than the judge takes ({limit})")
     return _read_exact(fd, size, deadline, pid)
 
 
@@ -181,10 +181,18 @@ def _arr(a) -> dict:
 
     a = np.asarray(a)
     if a.dtype.hasobject:
-        return {"t": "ndo", "shape": list(a.shape), "items": [encode(x) for x in a.ravel().tolist()]}
+        return {
+            "t": "ndo",
+            "shape": list(a.shape),
+            "items": [encode(x) for x in a.ravel().tolist()],
+        }
     a = a.copy(order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
-    return {"t": "nd", "dtype": a.dtype.str, "shape": list(a.shape),
-            "b64": base64.b64encode(a.tobytes()).decode()}
+    return {
+        "t": "nd",
+        "dtype": a.dtype.str,
+        "shape": list(a.shape),
+        "b64": base64.b64encode(a.tobytes()).decode(),
+    }
 
 
 def _values(array) -> dict:
@@ -196,8 +204,12 @@ def _values(array) -> dict:
         return _arr(array)
     dtype = array.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        return {"t": "cat", "codes": _arr(array.codes), "categories": _index(dtype.categories),
-                "ordered": bool(dtype.ordered)}
+        return {
+            "t": "cat",
+            "codes": _arr(array.codes),
+            "categories": _index(dtype.categories),
+            "ordered": bool(dtype.ordered),
+        }
     numpy_backed = type(dtype).__name__ in ("PandasDtype", "NumpyEADtype")
     if isinstance(dtype, np.dtype) or numpy_backed:  # plain numpy values, naive datetimes
         return _arr(array.to_numpy())
@@ -210,13 +222,26 @@ def _index(index) -> dict:
     import pandas as pd
 
     if isinstance(index, pd.RangeIndex):
-        return {"t": "range", "start": index.start, "stop": index.stop, "step": index.step,
-                "name": encode(index.name)}
+        return {
+            "t": "range",
+            "start": index.start,
+            "stop": index.stop,
+            "step": index.step,
+            "name": encode(index.name),
+        }
     if isinstance(index, pd.MultiIndex):
-        return {"t": "multi", "levels": [_index(level) for level in index.levels],
-                "codes": [_arr(c) for c in index.codes], "names": [encode(n) for n in index.names]}
-    return {"t": "index", "values": _values(index.array), "name": encode(index.name),
-            "freq": getattr(index, "freqstr", None)}
+        return {
+            "t": "multi",
+            "levels": [_index(level) for level in index.levels],
+            "codes": [_arr(c) for c in index.codes],
+            "names": [encode(n) for n in index.names],
+        }
+    return {
+        "t": "index",
+        "values": _values(index.array),
+        "name": encode(index.name),
+        "freq": getattr(index, "freqstr", None),
+    }
 
 
 def encode(value):  # noqa: C901 - one branch per type
@@ -250,11 +275,19 @@ def encode(value):  # noqa: C901 - one branch per type
         if value is pd.NA:
             return {"t": "NA"}
         if type(value) is pd.DataFrame:
-            return {"t": "frame", "index": _index(value.index), "columns": _index(value.columns),
-                    "cols": [_values(value.iloc[:, i].array) for i in range(value.shape[1])]}
+            return {
+                "t": "frame",
+                "index": _index(value.index),
+                "columns": _index(value.columns),
+                "cols": [_values(value.iloc[:, i].array) for i in range(value.shape[1])],
+            }
         if type(value) is pd.Series:
-            return {"t": "series", "index": _index(value.index), "values": _values(value.array),
-                    "name": encode(value.name)}
+            return {
+                "t": "series",
+                "index": _index(value.index),
+                "values": _values(value.array),
+                "name": encode(value.name),
+            }
         if isinstance(value, pd.Index):
             return {"t": "pdindex", "index": _index(value)}
         if type(value) is pd.Timestamp:
@@ -264,16 +297,24 @@ def encode(value):  # noqa: C901 - one branch per type
         if type(value) is pd.Period:
             return {"t": "period", "v": str(value), "freq": value.freqstr}
         if type(value) is pd.Interval:
-            return {"t": "interval", "left": encode(value.left), "right": encode(value.right),
-                    "closed": value.closed}
+            return {
+                "t": "interval",
+                "left": encode(value.left),
+                "right": encode(value.right),
+                "closed": value.closed,
+            }
     if module == "torch":
         import torch
 
         if type(value) is torch.Tensor or isinstance(value, torch.nn.Parameter):
             t = value.detach().cpu()
             wide = t.float() if t.dtype == torch.bfloat16 else t
-            return {"t": "torch", "dtype": str(t.dtype).split(".")[1], "data": _arr(wide.numpy()),
-                    "grad": bool(value.requires_grad)}
+            return {
+                "t": "torch",
+                "dtype": str(t.dtype).split(".")[1],
+                "data": _arr(wide.numpy()),
+                "grad": bool(value.requires_grad),
+            }
     if module in ("tensorflow", "keras"):
         import tensorflow as tf
 
@@ -284,9 +325,15 @@ def encode(value):  # noqa: C901 - one branch per type
 
         if sparse.issparse(value):
             coo = value.tocoo()
-            return {"t": "sparse", "format": value.format, "shape": list(value.shape),
-                    "array": not sparse.isspmatrix(value), "data": _arr(coo.data),
-                    "row": _arr(coo.row), "col": _arr(coo.col)}
+            return {
+                "t": "sparse",
+                "format": value.format,
+                "shape": list(value.shape),
+                "array": not sparse.isspmatrix(value),
+                "data": _arr(coo.data),
+                "row": _arr(coo.row),
+                "col": _arr(coo.col),
+            }
     import datetime
     import decimal
     import fractions
@@ -318,6 +365,12 @@ class Unreturnable:
     def __eq__(self, other):  # never equal to anything, not even itself
         return False
 
+    def __ne__(self, other):  # nor unequal: no comparison of it can pass a test
+        return False
+
+    def __bool__(self):
+        raise TypeError(f"{self!r} has no truth value")
+
     __hash__ = None
 
 
@@ -339,10 +392,16 @@ def _dec_values(d):
     import pandas as pd
 
     if d["t"] == "cat":
-        return pd.Categorical.from_codes(_dec_arr(d["codes"]), categories=_dec_index(d["categories"]),
-                                         ordered=d["ordered"])
+        return pd.Categorical.from_codes(
+            _dec_arr(d["codes"]), categories=_dec_index(d["categories"]), ordered=d["ordered"]
+        )
     if d["t"] == "tz":
-        return pd.DatetimeIndex(_dec_arr(d["ns"]).view("M8[ns]")).tz_localize("UTC").tz_convert(d["tz"]).array
+        return (
+            pd.DatetimeIndex(_dec_arr(d["ns"]).view("M8[ns]"))
+            .tz_localize("UTC")
+            .tz_convert(d["tz"])
+            .array
+        )
     if d["t"] == "ext":
         return pd.array([decode(x) for x in d["items"]], dtype=d["dtype"])
     return _dec_arr(d)
@@ -354,9 +413,11 @@ def _dec_index(d):
     if d["t"] == "range":
         return pd.RangeIndex(d["start"], d["stop"], d["step"], name=decode(d["name"]))
     if d["t"] == "multi":
-        return pd.MultiIndex(levels=[_dec_index(x) for x in d["levels"]],
-                             codes=[_dec_arr(c) for c in d["codes"]],
-                             names=[decode(n) for n in d["names"]])
+        return pd.MultiIndex(
+            levels=[_dec_index(x) for x in d["levels"]],
+            codes=[_dec_arr(c) for c in d["codes"]],
+            names=[decode(n) for n in d["names"]],
+        )
     values = _dec_values(d["values"])
     index = pd.Index(values, name=decode(d["name"]), tupleize_cols=False)
     if d.get("freq") and hasattr(index, "freq"):
@@ -378,7 +439,8 @@ def decode(d):  # noqa: C901 - one branch per type
         return float(d["v"])
     if t in ("list", "tuple", "set", "frozenset"):
         return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[t](
-            decode(x) for x in d["items"])
+            decode(x) for x in d["items"]
+        )
     if t == "dict":
         return {decode(k): decode(v) for k, v in d["items"]}
     if t == "complex":
@@ -408,8 +470,11 @@ def decode(d):  # noqa: C901 - one branch per type
     if t == "torch":
         import torch
 
-        return torch.from_numpy(_dec_arr(d["data"])).to(getattr(torch, d["dtype"])).requires_grad_(
-            d["grad"])
+        return (
+            torch.from_numpy(_dec_arr(d["data"]))
+            .to(getattr(torch, d["dtype"]))
+            .requires_grad_(d["grad"])
+        )
     if t == "tf":
         import tensorflow as tf
 
@@ -427,7 +492,11 @@ def decode(d):  # noqa: C901 - one branch per type
     if t == "NA":
         return pd.NA
     if t == "ts":
-        return pd.Timestamp(d["ns"], tz="UTC").tz_convert(d["tz"]) if d["tz"] else pd.Timestamp(d["ns"])
+        return (
+            pd.Timestamp(d["ns"], tz="UTC").tz_convert(d["tz"])
+            if d["tz"]
+            else pd.Timestamp(d["ns"])
+        )
     if t == "td":
         return pd.Timedelta(d["ns"])
     if t == "period":
@@ -437,11 +506,15 @@ def decode(d):  # noqa: C901 - one branch per type
     if t == "pdindex":
         return _dec_index(d["index"])
     if t == "series":
-        return pd.Series(_dec_values(d["values"]), index=_dec_index(d["index"]), name=decode(d["name"]))
+        return pd.Series(
+            _dec_values(d["values"]), index=_dec_index(d["index"]), name=decode(d["name"])
+        )
     if t == "frame":
         index, columns = _dec_index(d["index"]), _dec_index(d["columns"])
         cols = [_dec_values(c) for c in d["cols"]]
-        frame = pd.DataFrame({i: pd.Series(c, index=index) for i, c in enumerate(cols)}, index=index)
+        frame = pd.DataFrame(
+            {i: pd.Series(c, index=index) for i, c in enumerate(cols)}, index=index
+        )
         frame.columns = columns
         return frame
     raise ValueError(f"unknown type tag {t!r}")
@@ -466,7 +539,15 @@ def become_answer(cfg: dict, requests: int, replies: int) -> None:
         os.closerange(3, low)
         os.closerange(low + 1, high)
         os.closerange(high + 1, 65536)
+        for procs in cfg["cgroup_procs"]:  # the answer's memory cgroup (not the judge's)
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
         os.chdir(cfg["workdir"])
+        try:  # the first to go when the run's memory is exhausted (the judge is spared)
+            with open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write("1000")
+        except OSError:
+            pass
         if cfg["uid"] is not None:
             os.setgroups([])
             os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
@@ -495,8 +576,13 @@ def _describe(exc: BaseException, skip: int = 1) -> dict:
     for _ in range(skip):
         tb = tb.tb_next if tb is not None else None
     trace = "".join(traceback.format_exception(type(exc), exc, tb, limit=-6))
-    return {"status": "raised", "type": type(exc).__name__, "error": error, "trace": trace[-4000:],
-            "assertion": isinstance(exc, AssertionError)}
+    return {
+        "status": "raised",
+        "type": type(exc).__name__,
+        "error": error,
+        "trace": trace[-4000:],
+        "assertion": isinstance(exc, AssertionError),
+    }
 
 
 def answer_loop(requests: int, replies: int) -> None:
@@ -534,8 +620,13 @@ def answer_loop(requests: int, replies: int) -> None:
             try:
                 reply = _describe(exc)
             except BaseException:
-                reply = {"status": "raised", "type": "?", "error": "an exception", "trace": "",
-                         "assertion": False}
+                reply = {
+                    "status": "raised",
+                    "type": "?",
+                    "error": "an exception",
+                    "trace": "",
+                    "assertion": False,
+                }
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -544,9 +635,15 @@ def answer_loop(requests: int, replies: int) -> None:
         try:
             data = json.dumps(reply).encode()
         except Exception as exc:
-            data = json.dumps({"status": "raised", "type": "ValueError",
-                               "error": f"the answer's values cannot be returned: {exc}"[:300],
-                               "trace": "", "assertion": False}).encode()
+            data = json.dumps(
+                {
+                    "status": "raised",
+                    "type": "ValueError",
+                    "error": f"the answer's values cannot be returned: {exc}"[:300],
+                    "trace": "",
+                    "assertion": False,
+                }
+            ).encode()
         send(replies, data)
         if kind == "program":
             return
@@ -594,11 +691,14 @@ class Judge:
         except BrokenPipeError:
             pass
         try:
-            data = recv(self.rep_r, self.deadline, self.pid)
+            limit = min(MAX_MESSAGE, max(self.cfg["memory_bytes"] // 4, 2**20))
+            data = recv(self.rep_r, self.deadline, self.pid, limit)
         except TimeoutError:
-            raise AnswerError({"verdict": "timeout", "error": f"wall-clock limit ({self.cfg['timeout']:g} s)"})
+            raise AnswerError(
+                {"verdict": "timeout", "error": f"wall-clock limit ({self.cfg['timeout']:g} s)"}
+            ) from None
         except ValueError as exc:
-            raise AnswerError({"verdict": "error", "error": str(exc)})
+            raise AnswerError({"verdict": "error", "error": str(exc)}) from None
         if data is None:
             raise AnswerError(self.death())
         try:
@@ -606,7 +706,9 @@ class Judge:
             if reply.get("status") not in ("ok", "raised"):
                 raise ValueError
         except ValueError:
-            raise AnswerError({"verdict": "error", "error": "the answer's process sent a reply that is not one"})
+            raise AnswerError(
+                {"verdict": "error", "error": "the answer's process sent a reply that is not one"}
+            ) from None
         if reply["status"] == "raised":
             reply["verdict"] = "error"
             reply["error"] = str(reply.get("error", ""))[:300]
@@ -630,15 +732,24 @@ class Judge:
             if sig == signal.SIGXCPU or (sig == signal.SIGKILL and limit > 0 and cpu >= limit):
                 return {"verdict": "timeout", "error": f"CPU time limit ({limit} s)"}
             if sig == signal.SIGKILL and _memory_failed(self.cfg):
-                return {"verdict": "error",
-                        "error": f"memory limit of the whole run ({self.cfg['memory_bytes'] // 2**20} MB)"}
-            names = {signal.SIGXFSZ: "file size limit", signal.SIGSEGV: "segmentation fault",
-                     signal.SIGKILL: "killed", signal.SIGABRT: "aborted", signal.SIGBUS: "bus error"}
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+                total = self.cfg["memory_bytes"] // 2**20
+                return {"verdict": "error", "error": f"memory limit of the whole run ({total} MB)"}
+            names = {
+                signal.SIGXFSZ: "file size limit",
+                signal.SIGSEGV: "segmentation fault",
+                signal.SIGKILL: "killed",
+                signal.SIGABRT: "aborted",
+                signal.SIGBUS: "bus error",
+            }
+            name = (
+                signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            )
             return {"verdict": "error", "error": f"{names.get(sig, 'killed by a signal')} ({name})"}
         code = os.WEXITSTATUS(status)
-        return {"verdict": "error",
-                "error": f"the answer's process ended before the program did (exit status {code})"}
+        return {
+            "verdict": "error",
+            "error": f"the answer's process ended before the program did (exit status {code})",
+        }
 
     def remote_exec(self, code, env=None, local=None):
         """``exec`` as the test context sees it: run ``code`` in the answer's process."""
@@ -676,9 +787,13 @@ def _memory_failed(cfg: dict) -> bool:
         return False
 
 
+ANSWER: list[int] = []  # the answer's pid, once forked
+
+
 def judge(cfg: dict, verdict_fd: int) -> dict:
     j = Judge(cfg)
     j.start_answer()
+    ANSWER.append(j.pid)
     _prctl(PR_SET_DUMPABLE, 0)  # nobody but root-in-the-namespace may read this process
     work = json.loads(sys.stdin.buffer.read())  # only now: the answer never held it
     os.chdir(cfg["judgedir"])
@@ -689,10 +804,19 @@ def judge(cfg: dict, verdict_fd: int) -> dict:
         except AnswerError as exc:
             reply = exc.reply
             verdict = "fail" if reply.get("assertion") else reply.get("verdict", "error")
-            return {"verdict": verdict, "error": reply.get("error", ""), "trace": reply.get("trace", ""),
-                    "checked_in": "answer"}
+            return {
+                "verdict": verdict,
+                "error": reply.get("error", ""),
+                "trace": reply.get("trace", ""),
+                "checked_in": "answer",
+            }
     context = work["context"]
-    linecache.cache["test_context.py"] = (len(context), None, context.splitlines(True), "test_context.py")
+    linecache.cache["test_context.py"] = (
+        len(context),
+        None,
+        context.splitlines(True),
+        "test_context.py",
+    )
     namespace = {"__name__": "test_context", "__builtins__": builtins, "exec": j.remote_exec}
     try:
         exec(compile(context, "test_context.py", "exec"), namespace)
@@ -704,14 +828,72 @@ def judge(cfg: dict, verdict_fd: int) -> dict:
         detail = reply.get("error", "")
         if reply.get("status") == "raised":
             detail = "the answer raised " + detail
-        return {"verdict": reply.get("verdict", "error"), "error": detail,
-                "trace": reply.get("trace", ""), "checked_in": "judge"}
+        return {
+            "verdict": reply.get("verdict", "error"),
+            "error": detail,
+            "trace": reply.get("trace", ""),
+            "checked_in": "judge",
+        }
     except BaseException as exc:
         verdict = "fail" if isinstance(exc, AssertionError) else "error"
         described = _describe(exc, skip=0)
-        return {"verdict": verdict, "error": described["error"], "trace": described["trace"],
-                "checked_in": "judge"}
+        return {
+            "verdict": verdict,
+            "error": described["error"],
+            "trace": described["trace"],
+            "checked_in": "judge",
+        }
     return {"verdict": "pass", "error": "", "checked_in": "judge"}
+
+
+def _alive_of(uid: int) -> bool:
+    """Whether a process of ``uid`` is still running (zombies do not count)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as handle:
+                status = handle.read()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+            return True
+    return False
+
+
+def reap_uid(uid: int, answer: int | None) -> None:
+    """Kill every process of the run's uid, in any session or group (``uid`` level).
+
+    A child takes the uid and calls ``kill(-1, SIGKILL)``, which reaches exactly the
+    processes that uid may signal: its own, and no one else's; repeated until none runs.
+    """
+    if answer is not None:
+        try:
+            os.kill(answer, signal.SIGKILL)
+        except OSError:
+            pass
+        end = time.monotonic() + 2
+        while _reaped(answer) is None and time.monotonic() < end:
+            time.sleep(0.002)
+    for _ in range(100):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+                for _ in range(3):
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                    except OSError:
+                        break
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        if not _alive_of(uid):
+            return
+        time.sleep(0.005)
 
 
 def main() -> None:
@@ -720,10 +902,6 @@ def main() -> None:
     started = time.monotonic()
     outcome = None
     try:
-        if cfg["cgroup_procs"]:
-            for procs in cfg["cgroup_procs"]:
-                with open(procs, "w") as handle:
-                    handle.write(str(os.getpid()))
         if cfg["level"] == "namespaces":
             build_filesystem(cfg)
             os.makedirs("/tmp/work", mode=0o700)
@@ -739,8 +917,14 @@ def main() -> None:
             except BaseException:
                 pass
         outcome = judge(cfg, verdict_fd)
+        if cfg["level"] == "uid":
+            reap_uid(cfg["uid"], ANSWER[0] if ANSWER else None)
     except BaseException as exc:
-        outcome = {"verdict": "error", "error": f"sandbox failure: {exc!r}"[:300], "checked_in": "judge"}
+        outcome = {
+            "verdict": "error",
+            "error": f"sandbox failure: {exc!r}"[:300],
+            "checked_in": "judge",
+        }
     outcome["judge_seconds"] = round(time.monotonic() - started, 3)
     try:
         send(verdict_fd, json.dumps(outcome).encode())

@@ -5,6 +5,7 @@ import importlib.util
 import math
 import random
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +83,10 @@ def a_problem(library, ptype="Origin"):
         ("result = 6\n", "result = 6\n"),
         ("", ""),
         # "END SOLUTION" cuts only where it starts a line.
-        ("    b = a + 1\n    ### END SOLUTION\n    return b\n", "    b = a + 1\n    ### END SOLUTION\n    return b\n"),
+        (
+            "    b = a + 1\n    ### END SOLUTION\n    return b\n",
+            "    b = a + 1\n    ### END SOLUTION\n    return b\n",
+        ),
         ("result = 1  # END SOLUTION is near\n", "result = 1  # END SOLUTION is near\n"),
     ],
 )
@@ -101,8 +105,21 @@ def official_postprocess(code):
 
 
 def test_postprocess_agrees_with_the_official_function_on_random_mixtures():
-    pieces = ["x = 1", "\n", "    ", "</code>", "<code>", "```", "```python", "END SOLUTION",
-              "\nEND SOLUTION", "### END SOLUTION", "# SOLUTION END", "return b", "py"]
+    pieces = [
+        "x = 1",
+        "\n",
+        "    ",
+        "</code>",
+        "<code>",
+        "```",
+        "```python",
+        "END SOLUTION",
+        "\nEND SOLUTION",
+        "### END SOLUTION",
+        "# SOLUTION END",
+        "return b",
+        "py",
+    ]
     rng = random.Random(0)
     for _ in range(2000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
@@ -138,8 +155,9 @@ def test_function_style_references_have_ds1000s_end_solution_comment_before_the_
 
 def test_a_function_style_answer_keeps_its_return_and_passes(evaluate):
     problems = function_style_problems()
-    results = evaluate(problems, [p["reference_code"] + "\n</code>" for p in problems],
-                       progress=False)
+    results = evaluate(
+        problems, [p["reference_code"] + "\n</code>" for p in problems], progress=False
+    )
     assert [r["verdict"] for r in results] == ["pass"] * len(problems), results
     assert all(r["solution"].rstrip().endswith("return result") for r in results)
 
@@ -303,7 +321,12 @@ def test_every_reference_solution_passes_in_ds1000s_interpreter(evaluate, ds1000
 def test_failed_references_lists_every_reference_that_did_not_pass_with_its_reason():
     results = [
         {"problem_id": 0, "library": "Numpy", "verdict": "pass", "detail": ""},
-        {"problem_id": 1, "library": "Scipy", "verdict": "skipped", "detail": "not installed: scipy"},
+        {
+            "problem_id": 1,
+            "library": "Scipy",
+            "verdict": "skipped",
+            "detail": "not installed: scipy",
+        },
         {"problem_id": 2, "library": "Pandas", "verdict": "error", "detail": "AttributeError: x"},
     ]
     table = failed_references(results)
@@ -314,9 +337,9 @@ def test_failed_references_lists_every_reference_that_did_not_pass_with_its_reas
 
 def test_problems_that_need_the_network_are_skipped_with_that_reason(evaluate):
     problem = dict(a_problem("Numpy"))
-    problem["code_context"] = "import seaborn as sns\ndf = sns.load_dataset('tips')\n" + problem[
-        "code_context"
-    ]
+    problem["code_context"] = (
+        "import seaborn as sns\ndf = sns.load_dataset('tips')\n" + problem["code_context"]
+    )
     assert "seaborn.load_dataset" in network_reason(problem)
     assert network_reason(a_problem("Numpy")) is None
     assert "fetch_" in network_reason({**problem, "code_context": "X = fetch_openml('x')"})
@@ -332,7 +355,12 @@ def test_wrong_and_empty_answers_do_not_pass(evaluate):
         and p["metadata"]["perturbation_type"] == "Origin"
     ]
     wrong = [
-        "df = df.head(1)" if "df = ... #" in p["prompt"] else "result = np.zeros(3)" for p in chosen
+        "    return None"
+        if p["prompt"].endswith("### BEGIN SOLUTION\n")
+        else "df = df.head(1)"
+        if "df = ... #" in p["prompt"]
+        else "result = np.zeros(3)"
+        for p in chosen
     ]
     results = evaluate(chosen, wrong, progress=False)
     assert [r["verdict"] for r in results] == ["fail"] * len(chosen)
@@ -504,3 +532,57 @@ def test_pass_at_1_counts_passes_over_problems_that_ran():
     assert table.loc["Scipy", "skipped"] == 1
     assert table.loc["Numpy", "pass@1"] == 0.5
     assert math.isnan(table.loc["Scipy", "pass@1"])
+
+
+# ------------------------------------------------------------------ DS-1000's interpreter
+
+
+def test_the_environment_folder_follows_the_pins_and_can_be_moved(monkeypatch, tmp_path):
+    import helpers.ds1000_env as env
+
+    monkeypatch.delenv("COURSE_DS1000_ENV", raising=False)
+    default = env.env_dir()
+    assert default.name.startswith("ds1000-env-")
+    monkeypatch.setattr(env, "PINS", {**env.PINS, "numpy": "1.26.3"})
+    assert env.env_dir() != default  # new pins, a new environment
+    monkeypatch.setenv("COURSE_DS1000_ENV", str(tmp_path / "elsewhere"))
+    assert env.env_dir() == tmp_path / "elsewhere"
+
+
+def test_shared_packages_never_shadow_the_pinned_libraries():
+    from helpers.ds1000_env import _shared_packages
+
+    links = _shared_packages(["pandas", "scipy"])
+    assert not {"numpy", "pandas", "scipy"} & set(links)
+    if importlib.util.find_spec("torch") is not None:
+        assert "torch" in links and any(name.startswith("torch-") for name in links)
+
+
+@pytest.mark.parametrize("version", [(3, 11, 7), (3, 13, 2)])
+def test_the_environment_is_made_with_venv_and_pip_or_with_a_uv_python(
+    version, monkeypatch, tmp_path
+):
+    # What would run, recorded instead (the uv path needs Colab's internet: not run here).
+    import helpers.ds1000_env as env
+
+    commands = []
+
+    def record(command, what):
+        commands.append(command)
+        if "venv" in command:
+            Path(command[-1]).mkdir(parents=True)
+
+    monkeypatch.setattr(env, "_run", record)
+    monkeypatch.setattr(env, "_uv", lambda: None)
+    monkeypatch.setattr(env, "_link_shared", lambda folder: [])
+    monkeypatch.setattr(env.sys, "version_info", version)
+    env.create_env(tmp_path / "ds1000-env")
+    pins = [f"{name}=={v}" for name, v in env.PINS.items()]
+    assert all(pin in commands[-1] for pin in pins)
+    if version[:2] <= (3, 11):
+        assert commands[0][1:3] == ["-m", "venv"] and commands[1][1:4] == ["-m", "pip", "install"]
+    else:
+        assert commands[0][-1] == "uv"  # pip install uv
+        assert commands[1][3:6] == ["venv", "--quiet", "--python"] and commands[1][6] == "3.11"
+        assert commands[2][3:5] == ["pip", "install"]
+    assert (tmp_path / "ds1000-env" / "course-ready.json").exists()
