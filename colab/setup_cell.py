@@ -5,6 +5,7 @@ import sys
 if "google.colab" in sys.modules:
     import glob
     import os
+    import re
     import shutil
     import subprocess
     import zipfile
@@ -35,9 +36,16 @@ if "google.colab" in sys.modules:
                               URL, COURSE], capture_output=True, text=True,
                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
         if git.returncode != 0:
-            said = (git.stderr.strip().splitlines() or ["no message"])[-1]
+            err = git.stderr
+            said = ([ln for ln in err.splitlines() if ln.startswith("fatal:")] or [err])[0].strip()
+            why = ("the runtime cannot reach GitHub" if re.search(
+                       "resolve host|connect|timed out", err, re.I)
+                   else f"{REPOSITORY} has no branch or tag {REF!r}" if "Remote branch" in err
+                   else f"there is no public repository {REPOSITORY}" if re.search(
+                       "not found|Username|not appear to be a git", err, re.I)
+                   else "git failed")
             raise SetupError(
-                f"could not fetch the course from {URL} at {REF!r} (git: {said}).\n"
+                f"could not fetch the course from {URL} at {REF!r}: {why} (git: {said}).\n"
                 "If the runtime has no internet, or GitHub is blocked here: download "
                 f"{URL}/archive/{REF}.zip where you can, then either upload it to /content "
                 "(Files panel in the left bar) or put it in My Drive and mount Drive (Files "

@@ -93,14 +93,15 @@ def test_a_copy_of_another_version_is_replaced(tmp_path, github):
     assert not (course / "stale").exists()
 
 
-@pytest.mark.parametrize("ref, github_url", [
-    ("v0.1.0", None),  # a ref the repository does not have
-    ("main", UNREACHABLE),  # no network, GitHub blocked, or an unknown repository
+@pytest.mark.parametrize("ref, github_url, why", [
+    ("v0.1.0", None, "owner/course has no branch or tag 'v0.1.0'"),
+    ("main", UNREACHABLE, "the runtime cannot reach GitHub"),  # no network, or GitHub blocked
+    ("main", "file:///nowhere/", "there is no public repository owner/course"),
 ])
-def test_a_fetch_that_fails_says_what_to_do(tmp_path, github, ref, github_url):
+def test_a_fetch_that_fails_says_what_to_do(tmp_path, github, ref, github_url, why):
     code, out = run_cell(tmp_path, ref=ref, github=github_url)
     assert code != 0
-    assert "Setup stopped: could not fetch the course" in out
+    assert "Setup stopped: could not fetch the course" in out and why in out
     assert f"/archive/{ref}.zip" in out and "upload it to /content" in out
     assert "Traceback" not in out and "CalledProcessError" not in out
 
