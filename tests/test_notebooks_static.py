@@ -21,15 +21,33 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 LESSONS = [p for p in NOTEBOOKS if not p.stem.endswith("_solutions")]
 
 
-def committed_text(path: Path) -> str:
+def committed_text(path: Path, root: Path = ROOT) -> str:
     """The file as git has it (staged or committed), else as it is on disk."""
-    shown = subprocess.run(["git", "-C", str(ROOT), "show", f":{path.relative_to(ROOT)}"],
+    shown = subprocess.run(["git", "-C", str(root), "show", f":{path.relative_to(root)}"],
                            capture_output=True, text=True)
     return shown.stdout if shown.returncode == 0 else path.read_text()
 
 
 def load(path: Path) -> dict:
     return json.loads(committed_text(path))
+
+
+def test_a_notebook_run_and_saved_in_place_is_still_checked_as_committed(tmp_path):
+    path = NOTEBOOKS[0]
+    text = committed_text(path)
+    copy = tmp_path / "notebooks" / path.name
+    copy.parent.mkdir()
+    copy.write_text(text)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "--quiet"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "course"], check=True)
+    nb = json.loads(text)  # the learner runs every cell and saves
+    for count, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = count + 1
+        cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["ran\n"]}]
+    copy.write_text(json.dumps(nb, indent=1))
+    assert committed_text(copy, tmp_path) == text  # the checks see what was committed
 
 
 def test_there_are_notebooks():
