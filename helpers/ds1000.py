@@ -32,6 +32,7 @@ import math
 import random
 import re
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -260,7 +261,8 @@ def evaluate(
         timeout: wall-clock seconds per problem (DS-1000's own script allows 30-120).
         memory_mb: memory limit per problem (imports need a few hundred MB).
         python: the interpreter that runs the tests; default: DS-1000's
-            (:func:`helpers.ds1000_env.ensure_env`, created on first use).
+            (:func:`helpers.ds1000_env.ensure_env`, created on first use; if it cannot be,
+            this Python, with a warning).
         **limits: more limits for :func:`helpers.sandbox.run_judged`.
 
     Returns:
@@ -268,11 +270,22 @@ def evaluate(
         ``error``, ``timeout``, or ``skipped`` when a module it needs is not installed in
         that interpreter or it needs the network), ``detail``, ``solution``, ``seconds``, the
         sandbox's ``pid``, ``stdout``, ``stderr``, ``checked_in`` (``judge`` or ``answer``:
-        see :func:`checked_in_answer_process`) and ``isolation`` (the level in effect).
+        see :func:`checked_in_answer_process`), ``isolation`` (the level in effect) and
+        ``interpreter`` (the Python that ran the test).
     """
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
-    python = str(python or ensure_env())
+    if python is None:
+        try:
+            python = str(ensure_env())
+        except Exception as exc:  # offline, say: run with this Python's libraries, and say so
+            warnings.warn(
+                f"DS-1000's interpreter could not be created ({exc}); the tests run with this "
+                "Python's library versions instead, under which some correct answers fail",
+                stacklevel=2,
+            )
+            python = sys.executable
+    python = str(python)
     results: list[dict[str, Any]] = []
     to_run: list[int] = []
     for problem, completion in zip(problems, completions, strict=True):
@@ -286,6 +299,7 @@ def evaluate(
             "stderr": "",
             "checked_in": None,
             "isolation": None,
+            "interpreter": python,
         }
         missing = missing_modules(problem, python)
         network = network_reason(problem)

@@ -14,7 +14,7 @@ you choose (``python=``; the course's own by default, DS-1000's for
   own unprivileged uid, CPU time, address space, file size, number of processes.
 
 How well the host lets us isolate them is detected once (:func:`isolation`) and printed by
-:func:`isolation_level`:
+:func:`isolation_level`, strongest first:
 
 ``namespaces`` (root, Linux, ``unshare`` allowed; this course's CI):
     the judge is PID 1 of new PID, mount, network, IPC and UTS namespaces. When it exits the
@@ -171,8 +171,9 @@ def _uid_range() -> tuple[int, int]:
 def isolation() -> dict[str, Any]:
     """What this host allows, tried once: ``{"level", "description", "cgroup", "reason"}``.
 
-    ``namespaces`` needs root, Linux and ``unshare``, and is confirmed by a real trial run;
-    anything else is ``basic``, with the reason.
+    ``namespaces`` needs root, Linux and ``unshare``; ``uid`` needs root; each is confirmed
+    by a real trial run (which must import a module as the run's uid). Otherwise ``basic``;
+    ``reason`` says why a stronger level was not used.
     """
     reason = ""
     level = "basic"

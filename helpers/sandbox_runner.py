@@ -54,7 +54,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl(option: int, value: int) -> None:
-    _libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0)
+    prctl = getattr(_libc, "prctl", None)  # Linux only: elsewhere (macOS) nothing to set
+    if prctl is not None:
+        prctl(option, ctypes.c_ulong(value), 0, 0, 0)
 
 
 def _mount(source, target, fstype, flags, data=None) -> None:

@@ -4,6 +4,7 @@ import ast
 import importlib.util
 import math
 import random
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -586,3 +587,14 @@ def test_the_environment_is_made_with_venv_and_pip_or_with_a_uv_python(
         assert commands[1][3:6] == ["venv", "--quiet", "--python"] and commands[1][6] == "3.11"
         assert commands[2][3:5] == ["pip", "install"]
     assert (tmp_path / "ds1000-env" / "course-ready.json").exists()
+
+
+def test_without_ds1000s_interpreter_evaluate_warns_and_uses_this_python(monkeypatch):
+    def cannot(*args, **kwargs):
+        raise RuntimeError("no registry")
+
+    monkeypatch.setattr(ds1000, "ensure_env", cannot)
+    problem = a_problem("Numpy")
+    with pytest.warns(UserWarning, match="could not be created"):
+        result = ds1000.evaluate([problem], [problem["reference_code"]], progress=False)[0]
+    assert result["interpreter"] == sys.executable and result["verdict"] == "pass"
