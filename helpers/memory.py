@@ -17,6 +17,10 @@ qlora      a frozen base stored in 4-bit NF4 (0.5 byte per parameter) plus its q
 
 Every assumption is a keyword argument with a default and a line of documentation; the
 defaults describe the course's own pipeline (transformers + peft + bitsandbytes on a T4).
+Each component has its own function (:func:`weights_memory`, :func:`optimizer_memory`,
+:func:`activation_memory`), and :func:`estimate_memory` adds them up. The prediction is for
+``torch.cuda.max_memory_allocated``, not for what ``nvidia-smi`` shows. Device memory is
+counted in GiB (:data:`GIB`).
 
 :func:`measure_memory` is the accountant: given a real model (and optimizer) after a
 training step, it adds up the bytes the tensors actually hold, so that the estimate can
