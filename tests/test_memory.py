@@ -32,7 +32,9 @@ from helpers.memory import (
     fits_t4,
     measure_memory,
     model_tensors,
+    optimizer_memory,
     shard_estimate,
+    weights_memory,
 )
 from helpers.standins import build_standin
 
@@ -463,3 +465,15 @@ def test_frozen_weights_have_no_gradients():
     model(torch.randn(2, 8)).sum().backward()
     assert model[0].weight.grad is None and model[1].weight.grad is not None
     assert measure_memory(model)["gradients"] == 4 * (8 * 8 + 8)
+
+
+def test_the_component_functions_on_their_own():
+    assert weights_memory(None, 1000, "lora", weight_bytes=2) == (2000, 0, 0)
+    n = 64 * 256
+    weights, constants, largest = weights_memory(None, n, "qlora", weight_bytes=0.5)
+    assert (weights, largest) == (n // 2, 0) and constants == n // 64 + 4  # 8-bit + fp32/256
+    config = real_config(PHI_2)
+    _, _, largest = weights_memory(model_tensors(config), 0, "qlora", weight_bytes=0.5)
+    assert largest == config.hidden_size * config.intermediate_size  # fc1/fc2, the widest
+    assert optimizer_memory([10, 20], 30, "adamw") == 8 * 30 + 2 * 4
+    assert optimizer_memory(None, 30, "adamw", master_weight_bytes=4) == 12 * 30
