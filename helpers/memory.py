@@ -17,6 +17,10 @@ qlora      a frozen base stored in 4-bit NF4 (0.5 byte per parameter) plus its q
 
 Every assumption is a keyword argument with a default and a line of documentation; the
 defaults describe the course's own pipeline (transformers + peft + bitsandbytes on a T4).
+Each component has its own function (:func:`weights_memory`, :func:`optimizer_memory`,
+:func:`activation_memory`), and :func:`estimate_memory` adds them up. The prediction is for
+``torch.cuda.max_memory_allocated``, not for what ``nvidia-smi`` shows. Device memory is
+counted in GiB (:data:`GIB`).
 
 :func:`measure_memory` is the accountant: given a real model (and optimizer) after a
 training step, it adds up the bytes the tensors actually hold, so that the estimate can
@@ -43,13 +47,18 @@ COMPONENTS = (
     "gradients",
     "optimizer_states",
     "activations",
+    "lm_head_copy",
     "temporaries",
 )
 
-# A Tesla T4 as CUDA reports it (deviceQuery: 15,110 MiB of global memory; the card has
-# 16 GB, and ECC keeps the rest). The CUDA context (driver, kernels, cuBLAS workspace)
-# takes its share before PyTorch allocates a byte; what remains is what a plan may use.
-T4_TOTAL_BYTES = 15_843_721_216
+# Device memory is counted in GiB (2**30 bytes), the unit GPUs are sold and reported in: an
+# "80 GB" A100 or H100 has 80 GiB (85.9e9 bytes); a "16 GB" T4 has 16 GiB, of which CUDA
+# reports 15,110 MiB (deviceQuery; ECC keeps the rest). The CUDA context (driver, kernels,
+# cuBLAS workspace) takes its share before PyTorch allocates a byte; what remains is what a
+# plan may use.
+GIB = 2**30
+GPU_80GB_BYTES = 80 * GIB
+T4_TOTAL_BYTES = 15_110 * 2**20
 CUDA_CONTEXT_BYTES = 500_000_000
 T4_MEMORY_BYTES = T4_TOTAL_BYTES - CUDA_CONTEXT_BYTES
 
@@ -103,22 +112,81 @@ def _short_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# The estimator
+# The estimator: one function per component, then estimate_memory, which adds them up
 # ---------------------------------------------------------------------------------------
 
 
-def _optimizer_bytes(
+def weights_memory(
+    tensors: Sequence[tuple[str, str, int]] | None,
+    total_params: int,
+    method: str,
+    *,
+    weight_bytes: float,
+    double_quant: bool = True,
+    keep_unquantized: Sequence[str] = ("lm_head",),
+    unquantized_weight_bytes: float = 4,
+    quantized_bias_bytes: float = 2,
+    unquantized_params: int = 0,
+    quant_block_size: int = 64,
+    double_quant_block_size: int = 256,
+) -> tuple[int, int, int]:
+    """Bytes of the model's own weights: ``(weights, quantization_constants, largest)``.
+
+    ``largest`` is the element count of the largest 4-bit layer (0 unless ``qlora`` with a
+    config), which :func:`estimate_memory` needs for the dequantization buffer. With
+    ``tensors`` (rows of :func:`model_tensors`) every tensor is counted by its kind and
+    size; with only ``total_params``, per-parameter rates are used. The keywords are those
+    of :func:`estimate_memory`.
+    """
+    if method != "qlora":
+        return round(total_params * weight_bytes), 0, 0
+    if tensors is None:
+        quantized = total_params - unquantized_params
+        per_param_constants = (
+            (1 + 4 / double_quant_block_size) / quant_block_size
+            if double_quant
+            else 4 / quant_block_size
+        )
+        weights = quantized * weight_bytes + unquantized_params * unquantized_weight_bytes
+        return round(weights), round(quantized * per_param_constants), 0
+    weights = constants = largest = 0
+    quantized_layers = set()
+    for name, kind, n in tensors:
+        if kind == "linear_weight" and _short_name(name) not in keep_unquantized:
+            packed, extra = _nf4_bytes(n, double_quant, quant_block_size, double_quant_block_size)
+            weights += packed if weight_bytes == 0.5 else n * weight_bytes
+            constants += extra
+            largest = max(largest, n)
+            quantized_layers.add(name.rsplit(".", 1)[0])
+    for name, kind, n in tensors:
+        if kind == "linear_weight" and _short_name(name) not in keep_unquantized:
+            continue
+        if kind == "linear_bias" and name.rsplit(".", 1)[0] in quantized_layers:
+            weights += n * quantized_bias_bytes
+        else:
+            weights += n * unquantized_weight_bytes
+    return round(weights), round(constants), largest
+
+
+def optimizer_memory(
     sizes: Sequence[int] | None,
     total: int,
     optimizer: str,
     *,
-    adam_state_bytes: float,
-    master_weight_bytes: float,
-    adamw_step_bytes: int,
-    min_8bit_size: int,
-    optimizer_block_size: int,
+    adam_state_bytes: float = 4,
+    master_weight_bytes: float = 0,
+    adamw_step_bytes: int = 4,
+    min_8bit_size: int = 4096,
+    optimizer_block_size: int = 256,
 ) -> int:
-    """Bytes of optimizer states for trainable tensors of ``sizes`` (or ``total`` params)."""
+    """Bytes of optimizer states for trainable tensors of ``sizes`` (or ``total`` params).
+
+    AdamW keeps two fp32 moments per trainable number (and a step scalar per tensor);
+    bitsandbytes' 8-bit AdamW keeps two uint8 moments with one fp32 scale per block, except
+    for tensors below ``min_8bit_size`` elements, which keep fp32 moments. The master
+    weights of mixed precision (``master_weight_bytes``) are filed here, as in the ZeRO
+    paper. Paging (``paged_adamw_8bit``) moves where the states live, not their size.
+    """
     if sizes is None:  # only a count is known: per-parameter rates, no per-tensor constants
         if optimizer == "adamw":
             per_param = 2 * adam_state_bytes
@@ -152,7 +220,7 @@ def _nf4_bytes(n: int, double_quant: bool, block: int, block2: int) -> tuple[int
     return (n + 1) // 2, constants
 
 
-def _activation_bytes(
+def activation_memory(
     *,
     hidden_size: int,
     num_layers: int,
@@ -160,33 +228,47 @@ def _activation_bytes(
     vocab_size: int,
     batch_size: int,
     seq_len: int,
-    gradient_checkpointing: bool,
-    hidden_state_bytes: float,
-    layer_activation_factor: float,
-    attention_score_factor: float,
-    eager_attention: bool,
-    logit_bytes: float,
-) -> int:
-    """Activations held at the peak of a training step (see :func:`estimate_memory`)."""
+    gradient_checkpointing: bool = True,
+    hidden_state_bytes: float = 2,
+    activation_bytes: float = 2,
+    layer_activation_factor: float = 34,
+    attention_score_factor: float = 5,
+    eager_attention: bool = False,
+    logit_bytes: float = 12,
+) -> dict[str, int]:
+    """Activations held at the peak of a training step, in three parts.
+
+    Returns ``layer_inputs`` (with checkpointing: each layer's input, kept for the
+    recomputation; without: 0), ``layers`` (with checkpointing: the one layer being
+    recomputed during backward; without: every layer's activations) and ``logits`` (the
+    batch × seq_len × vocab tensors at the loss). One layer keeps
+    ``layer_activation_factor`` bytes per token and hidden unit in 16-bit (34, Korthikanti et
+    al. 2022, eq. 1, with SDPA/FlashAttention: no stored scores); every tensor of it doubles
+    in fp32, so the factor is scaled by ``activation_bytes / 2``.
+    """
     tokens = batch_size * seq_len
-    # One layer's activations in 16-bit (Korthikanti et al. 2022, eq. 1): sbh(34 + 5as/h).
-    per_layer = tokens * hidden_size * layer_activation_factor
+    scale = activation_bytes / 2
+    per_layer = tokens * hidden_size * layer_activation_factor * scale
     if eager_attention:
-        per_layer += attention_score_factor * num_heads * seq_len * tokens
+        per_layer += attention_score_factor * num_heads * seq_len * tokens * scale
     if gradient_checkpointing:
-        # Only each layer's input is kept; during backward one layer at a time is recomputed.
-        layers = num_layers * tokens * hidden_size * hidden_state_bytes + per_layer
+        inputs = num_layers * tokens * hidden_size * hidden_state_bytes
+        layers = per_layer
     else:
-        layers = num_layers * per_layer
-    return round(layers + tokens * vocab_size * logit_bytes)
+        inputs, layers = 0, num_layers * per_layer
+    return {
+        "layer_inputs": round(inputs),
+        "layers": round(layers),
+        "logits": round(tokens * vocab_size * logit_bytes),
+    }
 
 
 _METHOD_DEFAULTS: dict[str, dict[str, float]] = {
-    # weight_bytes, gradient_bytes, master_weight_bytes, hidden_state_bytes
-    "full_fp32": {"weight": 4, "gradient": 4, "master": 0, "hidden": 4},
-    "full_mixed": {"weight": 2, "gradient": 2, "master": 4, "hidden": 2},
-    "lora": {"weight": 2, "gradient": 4, "master": 0, "hidden": 2},
-    "qlora": {"weight": 0.5, "gradient": 4, "master": 0, "hidden": 4},
+    # weight, gradient, master weight, hidden state and activation bytes per number
+    "full_fp32": {"weight": 4, "gradient": 4, "master": 0, "hidden": 4, "activation": 4},
+    "full_mixed": {"weight": 2, "gradient": 2, "master": 4, "hidden": 2, "activation": 2},
+    "lora": {"weight": 2, "gradient": 4, "master": 0, "hidden": 2, "activation": 2},
+    "qlora": {"weight": 0.5, "gradient": 4, "master": 0, "hidden": 4, "activation": 2},
 }
 
 
@@ -220,13 +302,22 @@ def estimate_memory(
     num_heads: int | None = None,
     vocab_size: int | None = None,
     hidden_state_bytes: float | None = None,
+    activation_bytes: float | None = None,
     layer_activation_factor: float = 34,
     attention_score_factor: float = 5,
     eager_attention: bool = False,
     logit_bytes: float = 12,
+    lm_head_copy_bytes: float | None = None,
     dequant_buffer_bytes: float = 2,
 ) -> dict[str, int]:
     """Estimate the GPU memory of one training step, in bytes per component.
+
+    The prediction is for the peak of memory PyTorch allocates
+    (``torch.cuda.max_memory_allocated``). ``nvidia-smi`` shows more: the CUDA context
+    (about half a GiB) and what PyTorch's caching allocator reserved but does not use.
+
+    Each component has its own function (:func:`weights_memory`, :func:`optimizer_memory`,
+    :func:`activation_memory`); this one picks each method's defaults and adds them up.
 
     Args:
         params_or_config: a parameter count, or a transformers config (for example
@@ -249,9 +340,11 @@ def estimate_memory(
             given, per-tensor rules apply (small tensors keep 32-bit optimizer states) and
             ``trainable_params`` is their sum. The full methods take them from the config.
         weight_bytes: bytes per weight of the model: 4 (full_fp32), 2 (full_mixed and the
-            frozen 16-bit base of lora), 0.5 (qlora's NF4 weights).
+            frozen 16-bit base of lora), 0.5 (qlora's NF4 weights). Frozen weights have no
+            gradient (their ``.grad`` stays ``None``) and no optimizer state.
         gradient_bytes: bytes per gradient: 4 (full_fp32), 2 (full_mixed), and for
-            lora/qlora the adapter's own precision (``adapter_bytes``).
+            lora/qlora the adapter's own precision (``adapter_bytes``); only trainable
+            parameters have gradients.
         master_weight_bytes: the fp32 master copy mixed precision keeps with the optimizer
             (4 for full_mixed, else 0).
         adapter_bytes: bytes per adapter weight: 4, because peft keeps adapters in fp32 on
@@ -266,7 +359,8 @@ def estimate_memory(
             linear layers and are never quantized.
         unquantized_weight_bytes: qlora: bytes per weight of what stays unquantized
             (embeddings, lm_head, norms): 4, since ``prepare_model_for_kbit_training`` casts
-            them from 16-bit to fp32 (2 without it).
+            them from 16-bit to fp32 (2 without it, or for a GPTQ model, which it leaves
+            alone).
         quantized_bias_bytes: qlora: bytes per bias of a 4-bit layer: bitsandbytes casts
             it to the compute dtype (fp16: 2) on the first forward pass.
         unquantized_params: qlora with a bare parameter count: how many of them stay
@@ -281,22 +375,30 @@ def estimate_memory(
             checkpointing: 2 (16-bit) for full_mixed and lora; 4 for full_fp32 and qlora
             (``prepare_model_for_kbit_training`` makes the embeddings fp32, and the
             residual stream stays fp32).
+        activation_bytes: bytes per number of the activations inside a layer: 2 (16-bit
+            matmuls, which autocast gives qlora too), 4 for full_fp32. The layer factor
+            below is for 16-bit and is scaled by ``activation_bytes / 2``.
         layer_activation_factor: bytes per token per hidden unit that one transformer layer
             keeps for backward in 16-bit (34, Korthikanti et al. 2022, eq. 1).
         attention_score_factor, eager_attention: eager attention also keeps the scores,
-            5·a·s² bytes per sequence and layer; PyTorch's SDPA kernels (transformers'
-            default) never store them.
+            5·a·s² bytes per sequence and layer in 16-bit; PyTorch's SDPA kernels
+            (transformers' default) and FlashAttention never store them.
         logit_bytes: bytes per logit (batch × seq_len × vocab) at the loss: 2 (fp16
             logits) + 4 (the fp32 copy for the loss) + 4 (log-softmax kept for backward)
-            + 2 (its gradient on the way back to fp16).
+            + 2 (its gradient on the way back to fp16). Chunked cross-entropy (as in
+            unsloth or lit-gpt) never holds all of them at once.
+        lm_head_copy_bytes: qlora: the 16-bit copy autocast makes of the fp32 ``lm_head``
+            on every forward pass, kept for backward: 2 bytes per ``lm_head`` weight
+            (vocab × hidden). Default: 2 when ``lm_head`` stays unquantized in fp32
+            (``unquantized_weight_bytes=4``), else 0.
         dequant_buffer_bytes: qlora: a 4-bit layer is dequantized to fp16 for its matmul;
             the largest one is counted once as a temporary.
 
     Returns:
         bytes of ``weights`` (the base model, packed if quantized), ``quantization_constants``,
         ``adapter``, ``gradients``, ``optimizer_states`` (master weights included),
-        ``activations``, ``temporaries`` and their ``total`` (the predicted peak of
-        allocated memory; compare with ``torch.cuda.max_memory_allocated``).
+        ``activations`` (the sum of :func:`activation_memory`'s parts), ``lm_head_copy``,
+        ``temporaries`` and their ``total`` (the predicted peak of allocated memory).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
@@ -310,6 +412,11 @@ def estimate_memory(
         master_weight_bytes = defaults["master"]
     if hidden_state_bytes is None:
         hidden_state_bytes = defaults["hidden"]
+    if activation_bytes is None:
+        activation_bytes = defaults["activation"]
+    if lm_head_copy_bytes is None:
+        fp32_head = "lm_head" in keep_unquantized and unquantized_weight_bytes == 4
+        lm_head_copy_bytes = 2 if method == "qlora" and fp32_head else 0
     full = method.startswith("full")
 
     if isinstance(params_or_config, PretrainedConfig):
@@ -327,7 +434,7 @@ def estimate_memory(
     else:
         raise TypeError("params_or_config must be an int or a transformers PretrainedConfig")
 
-    # Trainable tensors
+    # What trains: everything (full methods) or the adapters
     if full:
         sizes = [n for _, _, n in tensors] if tensors is not None else None
         n_trainable = total_params
@@ -340,80 +447,57 @@ def estimate_memory(
             )
         n_trainable = sum(sizes) if sizes is not None else trainable_params
 
-    # Weights (and quantization constants)
-    constants = 0
-    temporaries = 0
-    if method != "qlora":
-        weights = total_params * weight_bytes
-    elif tensors is None:
-        quantized = total_params - unquantized_params
-        per_param_constants = (
-            (1 + 4 / double_quant_block_size) / quant_block_size
-            if double_quant
-            else 4 / quant_block_size
-        )
-        weights = quantized * weight_bytes + unquantized_params * unquantized_weight_bytes
-        constants = quantized * per_param_constants
-    else:
-        weights = 0
-        largest = 0
-        quantized_layers = set()
-        for name, kind, n in tensors:
-            if kind == "linear_weight" and _short_name(name) not in keep_unquantized:
-                packed, extra = _nf4_bytes(
-                    n, double_quant, quant_block_size, double_quant_block_size
-                )
-                weights += packed if weight_bytes == 0.5 else n * weight_bytes
-                constants += extra
-                largest = max(largest, n)
-                quantized_layers.add(name.rsplit(".", 1)[0])
-        for name, kind, n in tensors:
-            if kind == "linear_weight" and _short_name(name) not in keep_unquantized:
-                continue
-            if kind == "linear_bias" and name.rsplit(".", 1)[0] in quantized_layers:
-                weights += n * quantized_bias_bytes
-            else:
-                weights += n * unquantized_weight_bytes
-        temporaries = largest * dequant_buffer_bytes
-
-    adapter = 0 if full else n_trainable * adapter_bytes
-    gradients = n_trainable * gradient_bytes
-    optimizer_states = _optimizer_bytes(
-        sizes,
-        n_trainable,
-        optimizer,
-        adam_state_bytes=adam_state_bytes,
-        master_weight_bytes=master_weight_bytes,
-        adamw_step_bytes=adamw_step_bytes,
-        min_8bit_size=min_8bit_size,
-        optimizer_block_size=optimizer_block_size,
+    weights, constants, largest = weights_memory(
+        tensors,
+        total_params,
+        method,
+        weight_bytes=weight_bytes,
+        double_quant=double_quant,
+        keep_unquantized=keep_unquantized,
+        unquantized_weight_bytes=unquantized_weight_bytes,
+        quantized_bias_bytes=quantized_bias_bytes,
+        unquantized_params=unquantized_params,
+        quant_block_size=quant_block_size,
+        double_quant_block_size=double_quant_block_size,
     )
-
+    shaped = bool(hidden_size and num_layers and num_heads and vocab_size)
     activations = 0
-    if hidden_size and num_layers and num_heads and vocab_size:
-        activations = _activation_bytes(
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            vocab_size=vocab_size,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            gradient_checkpointing=gradient_checkpointing,
-            hidden_state_bytes=hidden_state_bytes,
-            layer_activation_factor=layer_activation_factor,
-            attention_score_factor=attention_score_factor,
-            eager_attention=eager_attention,
-            logit_bytes=logit_bytes,
+    if shaped:
+        activations = sum(
+            activation_memory(
+                hidden_size=hidden_size,
+                num_layers=num_layers,
+                num_heads=num_heads,
+                vocab_size=vocab_size,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                gradient_checkpointing=gradient_checkpointing,
+                hidden_state_bytes=hidden_state_bytes,
+                activation_bytes=activation_bytes,
+                layer_activation_factor=layer_activation_factor,
+                attention_score_factor=attention_score_factor,
+                eager_attention=eager_attention,
+                logit_bytes=logit_bytes,
+            ).values()
         )
-
     estimate = {
-        "weights": round(weights),
-        "quantization_constants": round(constants),
-        "adapter": round(adapter),
-        "gradients": round(gradients),
-        "optimizer_states": optimizer_states,
+        "weights": weights,
+        "quantization_constants": constants,
+        "adapter": 0 if full else round(n_trainable * adapter_bytes),
+        "gradients": round(n_trainable * gradient_bytes),  # frozen weights have no .grad
+        "optimizer_states": optimizer_memory(
+            sizes,
+            n_trainable,
+            optimizer,
+            adam_state_bytes=adam_state_bytes,
+            master_weight_bytes=master_weight_bytes,
+            adamw_step_bytes=adamw_step_bytes,
+            min_8bit_size=min_8bit_size,
+            optimizer_block_size=optimizer_block_size,
+        ),
         "activations": activations,
-        "temporaries": round(temporaries),
+        "lm_head_copy": round(vocab_size * hidden_size * lm_head_copy_bytes) if shaped else 0,
+        "temporaries": round(largest * dequant_buffer_bytes),
     }
     estimate["total"] = sum(estimate.values())
     return estimate

@@ -12,6 +12,7 @@ import torch
 from helpers.mode import CourseSetupError
 
 GATED_MODELS = {"mistralai/Mistral-7B-Instruct-v0.2"}
+GIB = 2**30  # device memory in GiB, as in helpers.memory (not imported: it pulls transformers)
 
 
 def gpu_free_bytes() -> int | None:
@@ -38,15 +39,14 @@ def check_gpu_memory(
         return
     if required_bytes > free:
         raise CourseSetupError(
-            f"{what} needs about {required_bytes / 1e9:.1f} GB of GPU memory, but only "
-            f"{free / 1e9:.1f} GB is free.\n  Free memory: Runtime > Restart session (other "
+            f"{what} needs about {required_bytes / GIB:.1f} GiB of GPU memory, but only "
+            f"{free / GIB:.1f} GiB is free.\n  Free memory: Runtime > Restart session (other "
             "notebooks or earlier cells may hold some), then run from the top.\n  Or lower the "
             "plan in the CONFIG cell: a smaller batch size with more gradient accumulation, or "
             "shorter sequences (max_length)."
         )
-    print(
-        f"memory check: {what} needs ~{required_bytes / 1e9:.1f} GB, {free / 1e9:.1f} GB free: fits"
-    )
+    needed, available = required_bytes / GIB, free / GIB
+    print(f"memory check: {what} needs ~{needed:.1f} GiB, {available:.1f} GiB free: fits")
 
 
 def hf_token() -> str | None:

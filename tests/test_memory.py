@@ -21,14 +21,20 @@ from helpers.architectures import (
 from helpers.memory import (
     COMPONENTS,
     COURSE_PLANS,
+    GIB,
+    GPU_80GB_BYTES,
     OPTIMIZER_8BIT_QMAP_BYTES,
     T4_MEMORY_BYTES,
+    T4_TOTAL_BYTES,
+    activation_memory,
     assumptions,
     estimate_memory,
     fits_t4,
     measure_memory,
     model_tensors,
+    optimizer_memory,
     shard_estimate,
+    weights_memory,
 )
 from helpers.standins import build_standin
 
@@ -362,8 +368,8 @@ def test_every_course_plan_fits_a_t4(notebook):
         **plan["memory"],
     )
     assert fits_t4(estimate), (
-        f"notebook {notebook}'s FULL plan needs {estimate['total'] / 1e9:.1f} GB, more than a "
-        f"T4's {T4_MEMORY_BYTES / 1e9:.1f} GB with 10% headroom"
+        f"notebook {notebook}'s FULL plan needs {estimate['total'] / GIB:.1f} GiB, more than a "
+        f"T4's {T4_MEMORY_BYTES / GIB:.1f} GiB with 10% headroom"
     )
     # the same model could not be fully fine-tuned there
     assert not fits_t4(estimate_memory(real_config(plan["model_id"]), "full_mixed"))
@@ -400,3 +406,74 @@ def test_zero_stages_shard_what_they_should():
     with pytest.raises(ValueError):
         shard_estimate(est, 0, 1)
     assert math.isclose(shard_estimate(est, 2, 0)["total"], est["total"])
+
+
+# --- the named parts ---------------------------------------------------------------------
+
+
+def test_device_memory_is_counted_in_gib():
+    assert GIB == 2**30
+    assert GPU_80GB_BYTES == 80 * 2**30 == 85_899_345_920  # an "80 GB" GPU: 85.9e9 bytes
+    assert T4_TOTAL_BYTES == 15_110 * 2**20  # what CUDA reports for a T4
+
+
+def test_activation_parts_add_up_and_name_the_logits():
+    config = real_config(MISTRAL_7B_INSTRUCT)
+    h, layers, v = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    shape = {"hidden_size": h, "num_layers": layers, "num_heads": 32, "vocab_size": v}
+    parts = activation_memory(**shape, batch_size=4, seq_len=512, hidden_state_bytes=4)
+    tokens = 4 * 512
+    assert parts == {
+        "layer_inputs": layers * tokens * h * 4,
+        "layers": tokens * h * 34,
+        "logits": tokens * v * 12,
+    }
+    est = estimate_memory(config, "qlora", batch_size=4, seq_len=512)
+    assert est["activations"] == sum(parts.values())
+    # without checkpointing no layer inputs are kept apart: every layer keeps everything
+    no_ckpt = activation_memory(**shape, batch_size=4, seq_len=512, gradient_checkpointing=False)
+    assert no_ckpt["layer_inputs"] == 0 and no_ckpt["layers"] == layers * tokens * h * 34
+
+
+def test_fp32_activations_double_the_layer_factor():
+    shape = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 10}
+    half = activation_memory(**shape, batch_size=1, seq_len=8, activation_bytes=2)
+    full = activation_memory(**shape, batch_size=1, seq_len=8, activation_bytes=4)
+    assert full["layers"] == 2 * half["layers"] == 2 * 8 * 64 * 34
+    config = real_config(PHI_1_5)
+    fp32 = estimate_memory(config, "full_fp32", seq_len=128, gradient_checkpointing=False)
+    mixed = estimate_memory(config, "full_mixed", seq_len=128, gradient_checkpointing=False)
+    logits = 128 * config.vocab_size * 12
+    assert fp32["activations"] - logits == 2 * (mixed["activations"] - logits)
+
+
+def test_qlora_counts_the_fp16_copy_autocast_makes_of_the_fp32_lm_head():
+    config = real_config(MISTRAL_7B_INSTRUCT)
+    est = estimate_memory(config, "qlora")
+    assert est["lm_head_copy"] == 2 * config.vocab_size * config.hidden_size
+    assert round(est["lm_head_copy"] / 1e9, 2) == 0.26  # the figure issue 13 quotes
+    # a 16-bit lm_head (no k-bit preparation, or plain LoRA) needs no copy
+    assert estimate_memory(config, "qlora", unquantized_weight_bytes=2)["lm_head_copy"] == 0
+    assert estimate_memory(config, "lora")["lm_head_copy"] == 0
+    assert estimate_memory(10**9, "qlora")["lm_head_copy"] == 0  # no shape, no copy
+
+
+def test_frozen_weights_have_no_gradients():
+    """The error behind the popular "LoRA needs ~40 GB": gradients for frozen weights."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    model[0].requires_grad_(False)  # frozen, as LoRA's base
+    model(torch.randn(2, 8)).sum().backward()
+    assert model[0].weight.grad is None and model[1].weight.grad is not None
+    assert measure_memory(model)["gradients"] == 4 * (8 * 8 + 8)
+
+
+def test_the_component_functions_on_their_own():
+    assert weights_memory(None, 1000, "lora", weight_bytes=2) == (2000, 0, 0)
+    n = 64 * 256
+    weights, constants, largest = weights_memory(None, n, "qlora", weight_bytes=0.5)
+    assert (weights, largest) == (n // 2, 0) and constants == n // 64 + 4  # 8-bit + fp32/256
+    config = real_config(PHI_2)
+    _, _, largest = weights_memory(model_tensors(config), 0, "qlora", weight_bytes=0.5)
+    assert largest == config.hidden_size * config.intermediate_size  # fc1/fc2, the widest
+    assert optimizer_memory([10, 20], 30, "adamw") == 8 * 30 + 2 * 4
+    assert optimizer_memory(None, 30, "adamw", master_weight_bytes=4) == 12 * 30

@@ -175,3 +175,47 @@ def test_every_requirement_is_pinned():
         for line in path.read_text().splitlines():
             line = line.split("#")[0].strip()
             assert not line or re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", line), line
+
+
+# Solutions: Colab ignores ``jupyter.source_hidden`` (and Run all prints what such cells print);
+# it hides a code cell only as a form: ``cellView: form`` with a ``#@title`` line.
+NOT_YET_FORMS = {"04", "05", "06"}  # their owners convert them; the mark goes when they do
+
+
+def _solution_params():
+    for path in LESSONS:
+        reason = "solutions not yet Colab form cells (source_hidden or <details>)"
+        marks = [pytest.mark.xfail(reason=reason)] if path.name[:2] in NOT_YET_FORMS else []
+        yield pytest.param(path, id=path.name, marks=marks)
+
+
+@pytest.mark.parametrize("path", list(_solution_params()))
+def test_every_solution_cell_is_a_colab_form_cell(path):
+    code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+    for cell in code:
+        hidden = cell.get("metadata", {}).get("jupyter", {}).get("source_hidden")
+        assert not hidden, "Colab ignores source_hidden: make it a '#@title Solution N: ...' cell"
+    solutions = [c for c in code if sync.source_text(c).startswith(sync.SOLUTION_TITLE)]
+    markdown = "\n".join(sync.source_text(c) for c in load(path)["cells"])
+    if re.search(r"^#+ Exercises", markdown, re.M):
+        assert solutions, "the exercises have solutions, as form cells"
+    for cell in solutions:
+        assert cell["metadata"].get("cellView") == "form"
+        assert re.match(r"#@title Solution \d+: \S", sync.source_text(cell))
+
+
+@pytest.mark.parametrize("name", ["01", "02", "03"])
+def test_solutions_leave_the_learners_variables_alone(name):
+    """Each solution of notebooks 01-03 runs inside a function: it binds one new name only."""
+    import ast
+
+    (path,) = [p for p in LESSONS if p.name.startswith(name)]
+    for cell in load(path)["cells"]:
+        text = sync.source_text(cell)
+        if cell["cell_type"] != "code" or not text.startswith(sync.SOLUTION_TITLE):
+            continue
+        number = re.match(r"#@title Solution (\d+)", text).group(1)
+        body = ast.parse(text).body
+        assert [type(node) for node in body] == [ast.FunctionDef, ast.Expr]
+        assert body[0].name == f"solution_{number}"
+        assert ast.unparse(body[1]) == f"solution_{number}()"

@@ -5,13 +5,14 @@ from helpers.mode import CourseSetupError
 
 
 def test_memory_check_passes_when_the_plan_fits(capsys):
-    preflight.check_gpu_memory(10 * 10**9, "QLoRA plan", free_bytes=14 * 10**9)
-    assert "fits" in capsys.readouterr().out
+    preflight.check_gpu_memory(10 * 2**30, "QLoRA plan", free_bytes=14 * 2**30)
+    out = capsys.readouterr().out
+    assert "fits" in out and "needs ~10.0 GiB, 14.0 GiB free" in out
 
 
 def test_memory_check_explains_what_to_do_when_it_does_not_fit():
-    with pytest.raises(CourseSetupError, match=r"(?s)needs about 16.0 GB.*only 14.0 GB.*Restart"):
-        preflight.check_gpu_memory(16 * 10**9, "QLoRA plan", free_bytes=14 * 10**9)
+    with pytest.raises(CourseSetupError, match=r"(?s)needs about 16.0 GiB.*only 14.0 GiB.*Restart"):
+        preflight.check_gpu_memory(16 * 2**30, "QLoRA plan", free_bytes=14 * 2**30)
 
 
 def test_memory_check_is_skipped_without_a_gpu(monkeypatch):
