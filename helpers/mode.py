@@ -23,7 +23,7 @@ MODES = ("full", "small")
 BANNERS = {
     "full": (
         "FULL mode: the real lesson. Real models and datasets come from the Hugging Face Hub, "
-        "sized to finish on a free Colab T4 (15 GB GPU) in a workshop slot."
+        "sized to finish on a free Colab T4 (14.8 GiB of GPU memory) in a workshop slot."
     ),
     "small": (
         "SMALL mode: the same code with small numbers, on any CPU, offline. Models are tiny "
