@@ -183,3 +183,47 @@ def largest_loss_gap(a: Sequence[float], b: Sequence[float]) -> float:
 def same_losses(a: Sequence[float], b: Sequence[float], tolerance: float) -> bool:
     """Whether two runs' losses agree at every step to ``tolerance`` (absolute)."""
     return largest_loss_gap(a, b) <= tolerance and not any(map(math.isnan, [*a, *b]))
+
+
+def launch_environment(strategy: str) -> dict[str, str]:
+    """The environment ``accelerate launch --config_file <strategy>.yaml`` gives the script.
+
+    Runs Accelerate's own parsing and checks of the config file
+    (``accelerate.commands.launch._validate_launch_command``) and its environment builders,
+    without starting a process: no GPU is needed.
+    """
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    argv = ["--config_file", str(config_file(strategy)), str(DISTRIBUTED / "train.py")]
+    args, defaults, mixed_precision_from_config = _validate_launch_command(
+        launch_command_parser().parse_args(argv)
+    )
+    if args.use_deepspeed:  # as accelerate.commands.launch.launch_command does
+        fields = list(defaults.deepspeed_config) + (
+            ["mixed_precision"] if mixed_precision_from_config else []
+        )
+        args.deepspeed_fields_from_accelerate_config = ",".join(fields)
+        return prepare_deepspeed_cmd_env(args)[1]
+    if args.multi_gpu or args.use_fsdp:
+        return prepare_multi_gpu_env(args)
+    return {}
+
+
+def plugin_from_config(strategy: str) -> Any:
+    """The plugin Accelerate builds in the script from a config file, built here without a GPU.
+
+    Returns a ``DeepSpeedPlugin`` (with its DeepSpeed config), a
+    ``FullyShardedDataParallelPlugin``, or ``None`` for DDP and a single process (no plugin).
+    """
+    from unittest import mock
+
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+
+    env = launch_environment(strategy)
+    with mock.patch.dict(os.environ, env):
+        if env.get("ACCELERATE_USE_DEEPSPEED") == "true":
+            return DeepSpeedPlugin()
+        if env.get("ACCELERATE_USE_FSDP") == "true":
+            return FullyShardedDataParallelPlugin()
+    return None
