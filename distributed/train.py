@@ -40,6 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's helpers
 from helpers.data import data_path, read_jsonl  # noqa: E402
 from helpers.distributed import fsdp_on_cpu_ranks, local_memory  # noqa: E402
+from helpers.mode import keep_4bit_cpu_layers_trainable  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -63,7 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dtype bitsandbytes packs 4-bit weights into; FSDP needs a float dtype to shard "
         "them, the same as the other parameters (float16 on a T4, which has no bf16)",
     )
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="unquantized weights")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="the 4-bit layers' compute dtype, and what stays unquantized as loaded",
+    )
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout (0: deterministic)")
     p.add_argument("--seed", type=int, default=42)
@@ -83,7 +89,7 @@ def load_model(args: argparse.Namespace, accelerator: Accelerator):
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float16,
+            bnb_4bit_compute_dtype=DTYPES[args.dtype],  # fp16 on a T4, fp32 on a CPU
             bnb_4bit_quant_storage=storage,
         )
     # Each process loads its own copy onto its own device (DDP keeps it; FSDP and ZeRO-3
@@ -158,6 +164,8 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator(cpu=args.cpu)
+    if args.cpu:  # as notebooks 04-06 do on a CPU (see helpers.mode); GPUs are not affected
+        keep_4bit_cpu_layers_trainable()
     fsdp_on_cpu_ranks(accelerator)  # SMALL: Accelerate's FSDP on CPU ranks (see there)
     set_seed(args.seed)
     out_dir = Path(args.output_dir)

@@ -137,12 +137,21 @@ def local_memory(model: torch.nn.Module, optimizer: Any | None = None) -> dict[s
         the accountant's ``weights``, ``quantization_constants``, ``adapter``,
         ``gradients``, ``optimizer_states`` and ``total``, in bytes.
     """
+    # bitsandbytes keeps a 4-bit weight's quantization state on the weight, and a copy on
+    # its layer (which FSDP keeps when it replaces the weight by a DTensor shard).
+    layer_states = {
+        id(module.weight): module.quant_state
+        for module in model.modules()
+        if getattr(module, "quant_state", None) is not None
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+    }
     local: dict[int, torch.Tensor] = {}
     pairs = []
     for name, param in model.named_parameters():
         view = _local(param)
-        if getattr(param, "quant_state", None) is not None:
-            view.quant_state = param.quant_state
+        state = getattr(param, "quant_state", None) or layer_states.get(id(param))
+        if state is not None:
+            view.quant_state = state
         if param.grad is not None:
             view.grad = _local(param.grad)
         local[id(param)] = view

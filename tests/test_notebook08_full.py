@@ -16,7 +16,7 @@ from transformers import BitsAndBytesConfig
 from helpers.architectures import MISTRAL_7B_INSTRUCT, meta_model, real_config
 from helpers.distributed import DISTRIBUTED, ZERO_STAGE, launch_command
 from helpers.memory import COURSE_PLANS, T4_MEMORY_BYTES, estimate_memory
-from helpers.notebook_code import code_cells, config
+from helpers.notebook_code import code_cells, config, run_statements
 from helpers.scaling import per_gpu
 
 NOTEBOOK = "08_beyond_one_gpu.ipynb"
@@ -36,9 +36,7 @@ def test_full_and_small_set_the_same_keys():
 
 def test_full_is_notebook_04s_qlora_on_gpus(full):
     assert full["model"] == MISTRAL_7B_INSTRUCT and not full["standin"] and not full["cpu"]
-    assert full["load_in_4bit"] and full["method"] == "qlora" and full["dtype"] == "float16"
-    assert full["fsdp_quant_storage"] == "float16", "a T4 has no bf16; FSDP needs a float dtype"
-    assert full["gradient_checkpointing"] and full["max_length"] == 512
+    assert full["dtype"] == "float16" and full["max_length"] == 512
     # the script's LoRA defaults are notebook 04's plan
     args = train.parse_args(["--model", "m", "--output-dir", "o"])
     lora = COURSE_PLANS["04"]["lora"]
@@ -53,29 +51,40 @@ def test_the_preamble_asks_for_two_gpus():
     assert "preamble(seed=42, needs_gpu=True, gpus=2)" in code_cells(NOTEBOOK)[0]
 
 
-@pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp"])
-def test_full_launch_arguments_parse(full, strategy):
-    storage = full["fsdp_quant_storage"] if strategy == "fsdp" else "uint8"
-    command = launch_command(
-        strategy,
-        {
-            "model": full["model"],
-            "output_dir": "o",
-            "steps": full["steps"],
-            "per_device_batch_size": full["per_device_batch_size"],
-            "learning_rate": full["learning_rate"],
-            "max_length": full["max_length"],
-            "load_in_4bit": full["load_in_4bit"],
-            "quant_storage": storage,
-            "dtype": full["dtype"],
-            "gradient_checkpointing": full["gradient_checkpointing"],
-            "cpu": full["cpu"],
-        },
-    )
-    script = command.index(str(DISTRIBUTED / "train.py"))
-    args = train.parse_args(command[script + 1 :])
-    assert args.load_in_4bit and args.quant_storage == storage and not args.cpu
-    BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage=getattr(torch, storage))
+@pytest.fixture(scope="module")
+def runs(full) -> dict:
+    """The notebook's RUNS, as its cell defines them in FULL mode."""
+    return run_statements(NOTEBOOK, "RUNS = {", {"b", "RUNS"}, {"CONFIG": full})["RUNS"]
+
+
+def test_fsdp_stores_4bit_weights_in_fp16(runs):
+    storage = {strategy: dtype for strategy, _, _, dtype in runs.values()}
+    assert storage == {"single": "uint8", "ddp": "uint8", "fsdp": "float16"}  # no bf16 on a T4
+
+
+def test_full_launch_arguments_parse(full, runs):
+    for strategy, processes, batch, storage in runs.values():
+        command = launch_command(
+            strategy,
+            {
+                "model": full["model"],
+                "output_dir": "o",
+                "steps": full["steps"],
+                "per_device_batch_size": batch,
+                "learning_rate": full["learning_rate"],
+                "max_length": full["max_length"],
+                "load_in_4bit": True,
+                "quant_storage": storage,
+                "dtype": full["dtype"],
+                "gradient_checkpointing": True,
+                "cpu": full["cpu"],
+            },
+            num_processes=processes,
+        )
+        script = command.index(str(DISTRIBUTED / "train.py"))
+        args = train.parse_args(command[script + 1 :])
+        assert args.load_in_4bit and args.quant_storage == storage and not args.cpu
+        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage=getattr(torch, storage))
 
 
 def _adapter_sizes() -> list[int]:
@@ -87,20 +96,17 @@ def _adapter_sizes() -> list[int]:
     return [p.numel() for p in model.parameters() if p.requires_grad]
 
 
-@pytest.mark.parametrize(
-    ("strategy", "processes", "factor"), [("single", 1, 2), ("ddp", 2, 1), ("fsdp", 2, 1)]
-)
-def test_every_full_run_fits_a_t4_by_notebook_01s_estimate(full, strategy, processes, factor):
+def test_every_full_run_fits_a_t4_by_notebook_01s_estimate(full, runs):
     sizes = _adapter_sizes()
     assert sum(sizes) == 2_097_152  # notebook 04's adapter
-    one_gpu = estimate_memory(
-        real_config(full["model"]),
-        full["method"],
-        trainable_tensor_sizes=sizes,
-        optimizer="adamw",
-        batch_size=factor * full["per_device_batch_size"],
-        seq_len=full["max_length"],
-        gradient_checkpointing=full["gradient_checkpointing"],
-    )
-    need = per_gpu(one_gpu, processes, ZERO_STAGE[strategy], trainable_tensors=len(sizes))
-    assert need["total"] <= 0.9 * T4_MEMORY_BYTES
+    for strategy, processes, batch, _ in runs.values():
+        one_gpu = estimate_memory(
+            real_config(full["model"]),
+            "qlora",
+            trainable_tensor_sizes=sizes,
+            optimizer="adamw",
+            batch_size=batch,
+            seq_len=full["max_length"],
+        )
+        need = per_gpu(one_gpu, processes, ZERO_STAGE[strategy], trainable_tensors=len(sizes))
+        assert need["total"] <= 0.9 * T4_MEMORY_BYTES, strategy
