@@ -129,3 +129,19 @@ def test_building_a_plugin_leaves_the_environment_as_it_was():
     distributed.plugin_from_config("deepspeed_zero3")
     distributed.plugin_from_config("fsdp")
     assert dict(os.environ) == before
+
+
+def test_local_memory_finds_the_quantization_state_fsdp_leaves_on_the_layer():
+    """FSDP replaces a 4-bit weight by a shard without ``quant_state``; the layer keeps it."""
+    import bitsandbytes as bnb
+
+    layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32, quant_type="nf4")
+    layer.load_state_dict(torch.nn.Linear(64, 64).state_dict())
+    layer = layer.to("cpu")  # quantizes
+    expected = measure_memory(layer)["quantization_constants"]
+    assert expected > 0
+    state = layer.weight.quant_state
+    layer.weight = torch.nn.Parameter(layer.weight.data.clone(), requires_grad=False)
+    layer.quant_state = state  # as bitsandbytes keeps it for FSDP
+    assert measure_memory(layer)["quantization_constants"] == 0  # the accountant alone misses it
+    assert distributed.local_memory(layer)["quantization_constants"] == expected
