@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's 
 from helpers.data import data_path, read_jsonl  # noqa: E402
 from helpers.distributed import fsdp_on_cpu_ranks, local_memory  # noqa: E402
 from helpers.mode import keep_4bit_cpu_layers_trainable  # noqa: E402
+from helpers.training import keep_trainable_fp32  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -61,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quant-storage",
         default="uint8",
         choices=["uint8", *DTYPES],
-        help="dtype bitsandbytes packs 4-bit weights into; FSDP needs a float dtype to shard "
-        "them, the same as the other parameters (float16 on a T4, which has no bf16)",
+        help="dtype bitsandbytes packs 4-bit weights into; FSDP shards only floating-point "
+        "tensors, so give it float16 there (a T4 has no bf16)",
     )
     p.add_argument(
         "--dtype",
@@ -82,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_model(args: argparse.Namespace, accelerator: Accelerator):
+    """The base model (in 4-bit with ``--load-in-4bit``) with a LoRA adapter in fp32."""
     quantization = None
     if args.load_in_4bit:
         storage = torch.uint8 if args.quant_storage == "uint8" else DTYPES[args.quant_storage]
@@ -92,9 +94,9 @@ def load_model(args: argparse.Namespace, accelerator: Accelerator):
             bnb_4bit_compute_dtype=DTYPES[args.dtype],  # fp16 on a T4, fp32 on a CPU
             bnb_4bit_quant_storage=storage,
         )
-    # Each process loads its own copy onto its own device (DDP keeps it; FSDP and ZeRO-3
-    # shard it in prepare()). With ZeRO-3 and FSDP's cpu_ram_efficient_loading, Accelerate
-    # loads the real weights on rank 0 only.
+    # Each process loads a whole copy onto its own device: DDP keeps it, FSDP and ZeRO-3
+    # shard it in prepare(). A model whose 4-bit copy does not fit one GPU would need
+    # rank-0-only loading (FSDP's cpu_ram_efficient_loading), which this script does not do.
     model = AutoModelForCausalLM.from_pretrained(
         args.model,
         quantization_config=quantization,
@@ -116,9 +118,7 @@ def load_model(args: argparse.Namespace, accelerator: Accelerator):
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    for param in model.parameters():  # the adapter in fp32, as in notebook 04
-        if param.requires_grad:
-            param.data = param.data.float()
+    keep_trainable_fp32(model)  # the adapter in fp32, as in notebooks 04-06
     return model
 
 
