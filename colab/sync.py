@@ -186,11 +186,27 @@ def needs_gpu(nb: dict) -> bool:
     return bool(re.search(r"preamble\([^)]*needs_gpu=True", code))
 
 
+def gpus_needed(nb: dict) -> int:
+    """How many GPUs the notebook's FULL mode needs: its ``preamble(gpus=N)``, else 1."""
+    code = "".join(source_text(c) for c in nb["cells"] if c["cell_type"] == "code")
+    found = re.search(r"preamble\([^)]*gpus=(\d+)", code)
+    return int(found.group(1)) if found else 1
+
+
+def gpu_column(nb: dict) -> str:
+    """The README's GPU cell: a free T4, Kaggle's two T4s for multi-GPU notebooks, or none."""
+    if not needs_gpu(nb):
+        return "none: runs on a CPU"
+    if gpus_needed(nb) == 2:
+        return "2 × T4: Kaggle's free GPU T4 x2 (Colab gives one)"
+    return "a free T4" if gpus_needed(nb) == 1 else f"{gpus_needed(nb)} GPUs"
+
+
 def readme_table(paths: list[Path]) -> str:
     rows = ["| # | notebook | GPU (FULL mode) | open |", "|---|---|---|---|"]
     for path in paths:
         nb = json.loads(path.read_text())
-        gpu = "a free T4" if needs_gpu(nb) else "none: runs on a CPU"
+        gpu = gpu_column(nb)
         link = f"[{title(nb).split(' · ', 1)[-1]}](notebooks/{path.name})"
         rows.append(f"| {path.name[:2]} | {link} | {gpu} | {badge(path)} |")
     return "\n".join(rows)

@@ -142,8 +142,8 @@ def device_report() -> str:
     return f"CPU only ({os.cpu_count()} cores), torch {torch.__version__}"
 
 
-def require_gpu(mode: str) -> None:
-    """Stop with advice when FULL mode is asked for but there is no CUDA GPU."""
+def require_gpu(mode: str, gpus: int = 1) -> None:
+    """Stop with advice when FULL mode is asked for without CUDA, or with too few GPUs."""
     if mode == "full" and not torch.cuda.is_available():
         raise CourseSetupError(
             "This notebook's FULL mode trains a real model and needs a CUDA GPU, but none is "
@@ -151,15 +151,23 @@ def require_gpu(mode: str) -> None:
             "  Without a GPU: set COURSE_MODE=small (for example os.environ['COURSE_MODE'] = "
             "'small' before this cell) to run the small version on the CPU."
         )
+    if mode == "full" and torch.cuda.device_count() < gpus:
+        raise CourseSetupError(
+            f"This notebook's FULL mode needs {gpus} GPUs, and this machine has "
+            f"{torch.cuda.device_count()}. Colab gives one GPU; Kaggle gives two T4s for free: "
+            "in a Kaggle notebook choose Settings > Accelerator > GPU T4 x2.\n"
+            "  Or set COURSE_MODE=small to run the small version (two CPU processes)."
+        )
 
 
-def preamble(seed: int = 42, needs_gpu: bool = False) -> str:
+def preamble(seed: int = 42, needs_gpu: bool = False, gpus: int = 1) -> str:
     """Pick the run mode, print what it means, seed everything and report the device.
 
     Args:
         seed: the seed for Python, NumPy and PyTorch.
         needs_gpu: whether the notebook's FULL mode needs CUDA (the training notebooks);
             if it does and there is none, a :class:`CourseSetupError` says what to do.
+        gpus: how many GPUs FULL mode needs (notebook 08: 2); with fewer, the same error.
 
     Returns:
         ``"full"`` or ``"small"``.
@@ -180,7 +188,7 @@ def preamble(seed: int = 42, needs_gpu: bool = False) -> str:
         print("offline: HF_HUB_OFFLINE=1 (a Hub id fails at once instead of downloading)")
     print("=" * 78)
     if needs_gpu:
-        require_gpu(mode)
+        require_gpu(mode, gpus)
     seed_everything(seed)
     return mode
 

@@ -62,6 +62,18 @@ def test_full_mode_without_gpu_says_what_to_do(monkeypatch):
     assert mode.preamble(needs_gpu=False) == "full"  # the theory notebooks need no GPU
 
 
+def test_full_mode_with_too_few_gpus_points_to_kaggle(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(mode, "device_report", lambda: "GPU: a test double")
+    with pytest.raises(mode.CourseSetupError, match="needs 2 GPUs.*GPU T4 x2"):
+        mode.preamble(needs_gpu=True, gpus=2)
+    assert mode.preamble(needs_gpu=True) == "full"  # one GPU is enough by default
+    monkeypatch.setenv("COURSE_MODE", "small")
+    assert mode.preamble(needs_gpu=True, gpus=2) == "small"  # SMALL needs no GPU
+
+
 def test_setup_errors_show_without_a_traceback_in_ipython():
     error = mode.CourseSetupError("do this")
     assert error._render_traceback_() == ["\nCourseSetupError: do this\n"]
