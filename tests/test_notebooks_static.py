@@ -219,3 +219,16 @@ def test_solutions_leave_the_learners_variables_alone(name):
         assert [type(node) for node in body] == [ast.FunctionDef, ast.Expr]
         assert body[0].name == f"solution_{number}"
         assert ast.unparse(body[1]) == f"solution_{number}()"
+
+
+def _with_preamble(call: str) -> dict:
+    source = f"from helpers.mode import preamble\n{call}\n"
+    return {"cells": [{"cell_type": "code", "source": source}]}
+
+
+def test_readme_gpu_column_follows_each_notebooks_preamble():
+    assert sync.gpu_column(_with_preamble("preamble(seed=0)")) == "none: runs on a CPU"
+    assert sync.gpu_column(_with_preamble("preamble(needs_gpu=True)")) == "a free T4"
+    two = sync.gpu_column(_with_preamble("preamble(needs_gpu=True, gpus=2)"))
+    assert "2 × T4" in two and "Kaggle" in two
+    assert sync.gpus_needed(_with_preamble("preamble(needs_gpu=True, gpus=4)")) == 4
