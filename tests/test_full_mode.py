@@ -67,9 +67,12 @@ def _dtypes_when_06_starts_training(full: dict, keep_fp32: bool) -> dict[str, to
     model = names["model"]
     rows = [training_pair(p) for p in load_problems()[:4]]
     namespace = {
-        "CONFIG": CONFIG, "model": model, "torch": torch, "tokenizer": AutoTokenizer.from_pretrained(
-            build_standin(full["model_id"])),
-        "train_dataset": Dataset.from_list(rows), "eval_dataset": Dataset.from_list(rows[:2]),
+        "CONFIG": CONFIG,
+        "model": model,
+        "torch": torch,
+        "tokenizer": AutoTokenizer.from_pretrained(build_standin(full["model_id"])),
+        "train_dataset": Dataset.from_list(rows),
+        "eval_dataset": Dataset.from_list(rows[:2]),
     }
     # The training cell up to trainer.train(), as written (the fp32 cast included), without
     # its prints and the evaluation before training.
