@@ -76,11 +76,11 @@ def _dtypes_when_06_starts_training(full: dict, keep_fp32: bool) -> dict[str, to
     }
     # The training cell up to trainer.train(), as written (the fp32 cast included), without
     # its prints and the evaluation before training.
-    tree = ast.parse(cell_with(NOTEBOOK_06, "trainer.train()"))
+    tree = ast.parse(cell_with(NOTEBOOK_06, "trainer.train("))
     before_train = []
     for node in tree.body:
         text = ast.unparse(node)
-        if "trainer.train()" in text:
+        if "trainer.train(" in text:
             break
         cast = "keep_trainable_fp32(model)" in text or isinstance(node, ast.Assert)
         if "evaluate(" in text or text.startswith("print(") or (cast and not keep_fp32):

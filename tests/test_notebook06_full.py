@@ -86,8 +86,8 @@ def test_generation_stops_at_the_tokenizers_eos():
 
 
 def test_trainable_parameters_are_kept_fp32_before_training():
-    source = cell_with(NOTEBOOK, "trainer.train()")
-    assert source.index("keep_trainable_fp32(model)") < source.index("trainer.train()")
+    source = cell_with(NOTEBOOK, "trainer.train(")
+    assert source.index("keep_trainable_fp32(model)") < source.index("trainer.train(")
     assert 'check_reference_losses("06", trainer.state.log_history, MODE)' in source
 
 
