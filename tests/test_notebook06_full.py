@@ -141,9 +141,13 @@ def test_the_predicted_memory_fits_a_t4(phi, extra):
 
 def test_the_training_arguments_construct_for_full(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = run_statements(NOTEBOOK, "SFTConfig(", {"training_args"}, {"CONFIG": FULL})[
-        "training_args"
-    ]
+    namespace = {"CONFIG": FULL, "OUTPUT_DIR": tmp_path}
+    args = run_statements(NOTEBOOK, "SFTConfig(", {"training_args"}, namespace)["training_args"]
+    # Checkpoints (to resume after a disconnect) only when the learner opts in.
+    assert FULL["save_to_drive"] is False and args.save_strategy == "no"
+    namespace = {"CONFIG": {**FULL, "save_to_drive": True}, "OUTPUT_DIR": tmp_path}
+    with_drive = run_statements(NOTEBOOK, "SFTConfig(", {"training_args"}, namespace)
+    assert with_drive["training_args"].save_strategy == "steps"
     assert args.optim == "paged_adamw_8bit"
     assert args.fp16 and not args.bf16
     assert args.activation_checkpointing
