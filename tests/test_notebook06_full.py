@@ -17,7 +17,7 @@ from helpers.architectures import (
 )
 from helpers.lora import count_lora_parameters, lora_targets
 from helpers.memory import COURSE_PLANS, T4_MEMORY_BYTES, estimate_memory, fits_t4
-from helpers.notebook_code import cell_with, run_statements
+from helpers.notebook_code import cell_with, code_cells, run_statements
 
 NOTEBOOK = "06_qlora_phi15_ds1000.ipynb"
 PHI = REAL_CONFIGS[PHI_1_5]
@@ -42,14 +42,53 @@ def test_the_config_cell_shows_full_and_small_side_by_side():
 
 
 def test_full_is_the_real_lesson():
-    assert FULL["model_id"] == PHI_1_5
-    assert FULL["problems"] == "xlangai/DS-1000"
-    assert 'load_dataset(CONFIG["problems"], split="test")' in cell_with(NOTEBOOK, "load_dataset(")
+    assert FULL["model_id"] == PHI_1_5 and FULL["standin"] is False
+    assert FULL["problems"] == {"path": "xlangai/DS-1000", "split": "test"}
+    assert "load_dataset(**CONFIG[\"problems\"])" in cell_with(NOTEBOOK, "load_dataset(")
     assert FULL["fp16"] is True  # a T4 has no bf16
     assert FULL["max_length"] <= PHI["max_position_embeddings"]
     assert FULL["max_new_tokens"] < PHI["max_position_embeddings"] // 2
     assert FULL["eval_limit"] is None or 20 <= FULL["eval_limit"] <= 1000
     assert 0 < FULL["eval_fraction"] < 0.5
+
+
+def test_one_code_path_the_modes_differ_only_in_config():
+    # No cell branches on the mode: what differs is a CONFIG value (issue 11, item 9).
+    for source in code_cells(NOTEBOOK):
+        assert "MODE ==" not in source and "MODE !=" not in source, source[:200]
+    assert SMALL["standin"] is True
+    # SMALL's problems are read, with the same call, from the course's own file.
+    from datasets import load_dataset
+
+    from helpers.ds1000 import load_problems
+
+    assert load_dataset(**SMALL["problems"]).to_list() == load_problems()
+    assert "build_standin(CONFIG[\"model_id\"]) if CONFIG[\"standin\"]" in cell_with(
+        NOTEBOOK, "MODEL_PATH = "
+    )
+
+
+def test_kbit_preparation_matches_04_and_05():
+    source = cell_with(NOTEBOOK, "prepare_model_for_kbit_training(\n")
+    assert 'gradient_checkpointing_kwargs={"use_reentrant": False}' in source
+
+
+def test_scored_problems_are_stratified_and_compared_paired():
+    assert "stratified_sample(" in cell_with(NOTEBOOK, "split_by_origin(")
+    after = cell_with(NOTEBOOK, "answers_after = answer_all(")
+    assert "mcnemar_exact(" in after and "paired_bootstrap_interval(" in after
+
+
+def test_generation_stops_at_the_tokenizers_eos():
+    source = cell_with(NOTEBOOK, "BitsAndBytesConfig(")
+    assert "model.generation_config.eos_token_id = tokenizer.eos_token_id" in source
+    assert "model.generation_config.pad_token_id = tokenizer.pad_token_id" in source
+
+
+def test_trainable_parameters_are_kept_fp32_before_training():
+    source = cell_with(NOTEBOOK, "trainer.train(")
+    assert source.index("keep_trainable_fp32(model)") < source.index("trainer.train(")
+    assert 'check_reference_losses("06", trainer.state.log_history, MODE)' in source
 
 
 def test_full_follows_the_course_plan_of_notebook_01():
@@ -102,9 +141,13 @@ def test_the_predicted_memory_fits_a_t4(phi, extra):
 
 def test_the_training_arguments_construct_for_full(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = run_statements(NOTEBOOK, "SFTConfig(", {"training_args"}, {"CONFIG": FULL})[
-        "training_args"
-    ]
+    namespace = {"CONFIG": FULL, "OUTPUT_DIR": tmp_path}
+    args = run_statements(NOTEBOOK, "SFTConfig(", {"training_args"}, namespace)["training_args"]
+    # Checkpoints (to resume after a disconnect) only when the learner opts in.
+    assert FULL["save_to_drive"] is False and args.save_strategy == "no"
+    namespace = {"CONFIG": {**FULL, "save_to_drive": True}, "OUTPUT_DIR": tmp_path}
+    with_drive = run_statements(NOTEBOOK, "SFTConfig(", {"training_args"}, namespace)
+    assert with_drive["training_args"].save_strategy == "steps"
     assert args.optim == "paged_adamw_8bit"
     assert args.fp16 and not args.bf16
     assert args.activation_checkpointing
