@@ -62,10 +62,8 @@ def test_linear_module_names_are_the_lora_targets():
 
 def test_phi_special_tokens_are_the_published_values():
     # config.json: phi-2 sets 50256 (its commit 3f879ff), phi-1_5 publishes null
-    assert (arch.real_config(arch.PHI_2).bos_token_id, arch.real_config(arch.PHI_2).eos_token_id) == (
-        50256,
-        50256,
-    )
+    phi2 = arch.real_config(arch.PHI_2)
+    assert (phi2.bos_token_id, phi2.eos_token_id) == (50256, 50256)
     phi15 = arch.real_config(arch.PHI_1_5)
     assert (phi15.bos_token_id, phi15.eos_token_id, phi15.pad_token_id) == (None, None, None)
     # generation_config.json: what generate() stops on
