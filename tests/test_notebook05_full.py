@@ -206,3 +206,12 @@ def test_phi2_attention_implementation_is_named():
     ]
     assert len(loads) == 1
     assert any(k.arg == "attn_implementation" for k in loads[0].keywords)
+
+
+def test_the_tune_can_resume_from_drive(full, small):
+    # helpers.checkpoints: off by default in both modes, one CONFIG key to turn it on
+    assert full["save_to_drive"] is False and small["save_to_drive"] is False
+    source = "\n".join(code_cells(NOTEBOOK))
+    assert 'OUTPUT_DIR = output_dir("05_phi2_summarizer", drive=CONFIG["save_to_drive"])' in source
+    resume = 'resume_from_checkpoint=resume_point(OUTPUT_DIR / "checkpoints")'
+    assert f"trainer.train({resume})" in source
