@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
 PHI_2 = "microsoft/phi-2"
@@ -57,6 +63,7 @@ REAL_CONFIGS: dict[str, dict[str, Any]] = {
         "attention_dropout": 0.0,
         "qk_layernorm": False,
         "tie_word_embeddings": False,
+        # set in the published config.json by commit 3f879ff, "Add EOS token (#100)"
         "bos_token_id": 50256,
         "eos_token_id": 50256,
         "torch_dtype": "float16",
@@ -80,10 +87,38 @@ REAL_CONFIGS: dict[str, dict[str, Any]] = {
         "attention_dropout": 0.0,
         "qk_layernorm": False,
         "tie_word_embeddings": False,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
+        # null in the published config.json (PR #80, which would have set 50256, was closed
+        # unmerged); transformers' PhiConfig defaults of 1 and 2 are *not* what it publishes
+        "bos_token_id": None,
+        "eos_token_id": None,
         "torch_dtype": "float16",
     },
+}
+
+# The special tokens each Phi model publishes, file by file, on the Hugging Face Hub (main):
+# config.json (above), generation_config.json and the tokenizer files. What ``generate``
+# stops on is the generation config's ``eos_token_id``: phi-1_5 publishes none, so a
+# notebook must set it from the tokenizer or generation runs to ``max_new_tokens``.
+#   phi-2 generation_config.json, commit 313453c "Add EOS token to the generation config
+#   (#101)": {"_from_model_config": true, "transformers_version": "4.37.0.dev0",
+#   "eos_token_id": 50256, "bos_token_id": 50256}
+#   phi-1_5 generation_config.json, commit d3ba318: {"_from_model_config": true,
+#   "transformers_version": "4.37.0.dev0"}
+#   both special_tokens_map.json: {"bos_token": "<|endoftext|>", "eos_token":
+#   "<|endoftext|>", "unk_token": "<|endoftext|>"}: no pad token; <|endoftext|> is id 50256
+PUBLISHED_GENERATION_CONFIGS: dict[str, dict[str, Any]] = {
+    PHI_2: {"bos_token_id": 50256, "eos_token_id": 50256},
+    PHI_1_5: {},
+}
+PUBLISHED_TOKENIZER_SPECIALS: dict[str, dict[str, Any]] = {
+    model_id: {
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": None,
+        "eos_token_id": 50256,
+    }
+    for model_id in (PHI_2, PHI_1_5)
 }
 
 # Published parameter counts, for checking the facts above.
@@ -102,6 +137,18 @@ def real_config(model_id: str) -> PretrainedConfig:
     model_type = fields.pop("model_type")
     fields.pop("torch_dtype")
     return AutoConfig.for_model(model_type, **fields)
+
+
+def published_generation_config(model_id: str) -> GenerationConfig:
+    """The generation config a Phi model gets from the Hub, rebuilt offline from the facts above.
+
+    ``from_pretrained`` reads ``generation_config.json``; where that file sets no token, the
+    value stays ``None`` (phi-1_5's ``eos_token_id``), and ``generate`` then has nothing to
+    stop on but ``max_new_tokens``.
+    """
+    if model_id not in PUBLISHED_GENERATION_CONFIGS:
+        raise KeyError(f"no published generation config recorded for {model_id!r}")
+    return GenerationConfig(**PUBLISHED_GENERATION_CONFIGS[model_id])
 
 
 def meta_model(model_id: str) -> PreTrainedModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -88,3 +89,51 @@ def generate_replies(
         tokenizer.padding_side, tokenizer.pad_token = padding_side, pad_token
         model.train(was_training)
     return replies
+
+
+def stop_at_end_of_text(model, tokenizer) -> tuple[int, int]:
+    """Make ``generate`` stop at the tokenizer's end-of-text token and pad with it.
+
+    ``generate`` stops on its generation config's ``eos_token_id``, read from the model's
+    ``generation_config.json``. Some models publish none (phi-1_5, see
+    ``helpers.architectures.PUBLISHED_GENERATION_CONFIGS``): a finished row then keeps
+    decoding, and every reply runs to ``max_new_tokens``. Phi's tokenizer has no pad token
+    either, so its end-of-text token pads too. Sets both on ``model.generation_config``
+    in place and returns ``(eos_token_id, pad_token_id)``.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no end-of-text token to stop at")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = pad
+    return eos, pad
+
+
+FP16_OVERFLOW_ADVICE = (
+    "Phi-2's model card warns that its attention can overflow in fp16. To train and "
+    "generate without fp16 on this card: load with bnb_4bit_compute_dtype=torch.float32 and "
+    "dtype=torch.float32, and set fp16=False in SFTConfig (slower, about twice the activation "
+    "memory); or try attn_implementation='eager' instead of 'sdpa'."
+)
+
+
+def check_fp16_overflow(losses: Sequence[float] = (), replies: Sequence[str] = ()) -> None:
+    """Stop with advice when training or generation shows the signs of fp16 overflow.
+
+    An overflow in fp16 makes the loss ``nan`` or ``inf``; in generation it turns the logits
+    into ``nan``, greedy decoding then picks token 0 every time, which in the GPT-2/CodeGen
+    vocabulary of Phi is ``"!"``. So: any non-finite loss, or replies that are all made of
+    ``"!"`` (and not empty), raise.
+
+    Raises:
+        FloatingPointError: with :data:`FP16_OVERFLOW_ADVICE`.
+    """
+    bad = [loss for loss in losses if not math.isfinite(loss)]
+    if bad:
+        raise FloatingPointError(f"{len(bad)} logged losses are not finite. {FP16_OVERFLOW_ADVICE}")
+    bangs = [r for r in replies if r.strip() and set(r.strip()) == {"!"}]
+    if replies and len(bangs) == len(replies):
+        raise FloatingPointError(
+            f"all {len(replies)} replies are only '!' (nan logits). {FP16_OVERFLOW_ADVICE}"
+        )

@@ -58,3 +58,20 @@ def test_linear_module_names_are_the_lora_targets():
         "q_proj",
         "v_proj",
     ]
+
+
+def test_phi_special_tokens_are_the_published_values():
+    # config.json: phi-2 sets 50256 (its commit 3f879ff), phi-1_5 publishes null
+    phi2 = arch.real_config(arch.PHI_2)
+    assert (phi2.bos_token_id, phi2.eos_token_id) == (50256, 50256)
+    phi15 = arch.real_config(arch.PHI_1_5)
+    assert (phi15.bos_token_id, phi15.eos_token_id, phi15.pad_token_id) == (None, None, None)
+    # generation_config.json: what generate() stops on
+    assert arch.published_generation_config(arch.PHI_2).eos_token_id == 50256
+    assert arch.published_generation_config(arch.PHI_1_5).eos_token_id is None
+    for model_id in (arch.PHI_2, arch.PHI_1_5):
+        specials = arch.PUBLISHED_TOKENIZER_SPECIALS[model_id]
+        assert specials["eos_token"] == "<|endoftext|>" and specials["eos_token_id"] == 50256
+        assert specials["pad_token"] is None  # Phi's tokenizer has no pad token
+    with pytest.raises(KeyError, match="no published generation config"):
+        arch.published_generation_config(arch.MISTRAL_7B_INSTRUCT)

@@ -24,6 +24,163 @@ from helpers.architectures import PHI_1_5
 # Notebook 05: the Phi-2 summarizer
 # =========================================================================================
 
+NOTEBOOK_05 = "05_qlora_phi2_summarizer.ipynb"
+
+
+def _code_order(notebook: str, *markers: str) -> list[int]:
+    """Where each marker first occurs in the notebook's code, in reading order."""
+    from helpers.notebook_code import code_cells
+
+    source = "\n".join(code_cells(notebook))
+    return [source.index(marker) for marker in markers]
+
+
+def test_05_trainable_parameters_are_fp32_when_training_starts(tmp_path):
+    """Notebook 05's exact configuration: trl leaves the adapters in bf16, the notebook's cast
+    makes every trainable parameter fp32 before the optimizer is built."""
+    import dataclasses
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+        TrainerCallback,
+    )
+    from trl import SFTConfig, SFTTrainer
+
+    from helpers.architectures import PHI_2
+    from helpers.notebook_code import config, the_call
+    from helpers.standins import build_standin
+    from helpers.training import keep_trainable_fp32
+
+    build, cast, train = _code_order(
+        NOTEBOOK_05,
+        "trainer = SFTTrainer(",
+        "keep_trainable_fp32(trainer.model)",
+        "trainer.train()",
+    )
+    assert build < cast < train  # the notebook casts after trl's cast and before training
+
+    small = config(NOTEBOOK_05, "small")
+    path = build_standin(small["model"] if small["standin"] else PHI_2)
+    names = {"torch": torch, "CONFIG": small, "BitsAndBytesConfig": BitsAndBytesConfig}
+    names["LoraConfig"] = LoraConfig
+    bnb_config = eval(the_call(NOTEBOOK_05, "BitsAndBytesConfig"), names)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, quantization_config=bnb_config, dtype=small["compute_dtype"]
+    )
+    model = eval(
+        the_call(NOTEBOOK_05, "prepare_model_for_kbit_training"),
+        {"prepare_model_for_kbit_training": prepare_model_for_kbit_training, "model": model},
+    )
+    model = get_peft_model(model, eval(the_call(NOTEBOOK_05, "LoraConfig"), names))
+    args = eval(
+        the_call(NOTEBOOK_05, "SFTConfig"),
+        {"SFTConfig": SFTConfig, "CONFIG": small, "OUTPUT_DIR": tmp_path, "torch": torch},
+    )
+    # the notebook's arguments, for one step and without the per-epoch evaluation and saving
+    args = dataclasses.replace(
+        args, max_steps=1, eval_strategy="no", save_strategy="no", load_best_model_at_end=False
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rows = Dataset.from_list(
+        [
+            {
+                "prompt": "### Input:\nPump 2 failed.\n\n### Output:\n",
+                "completion": "The pump failed.\n### End",
+            }
+        ]
+        * 4
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert {p.dtype for p in trainable} == {torch.bfloat16}  # what trl does to a 4-bit model
+
+    seen: dict[str, set] = {}
+
+    class Dtypes(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["params"] = {p.dtype for p in model.parameters() if p.requires_grad}
+
+    trainer.add_callback(Dtypes())
+    assert keep_trainable_fp32(trainer.model) == len(trainable)
+    trainer.train()
+    assert seen["params"] == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters() if p.requires_grad)
+
+
+def test_05_phi_generation_configs_stop_at_eos():
+    """Phi-2 publishes an end-of-text id for generate, phi-1_5 none; the notebook sets it from
+    the tokenizer right after loading, and its merged model keeps it."""
+    from types import SimpleNamespace
+
+    from helpers.architectures import (
+        PHI_1_5,
+        PHI_2,
+        PUBLISHED_TOKENIZER_SPECIALS,
+        published_generation_config,
+    )
+    from helpers.generation import stop_at_end_of_text
+    from helpers.notebook_code import cell_with
+
+    assert published_generation_config(PHI_1_5).eos_token_id is None  # would never stop
+    for model_id in (PHI_2, PHI_1_5):
+        specials = PUBLISHED_TOKENIZER_SPECIALS[model_id]
+        tokenizer = SimpleNamespace(eos_token_id=specials["eos_token_id"], pad_token_id=None)
+        model = SimpleNamespace(generation_config=published_generation_config(model_id))
+        assert stop_at_end_of_text(model, tokenizer) == (50256, 50256)
+        assert model.generation_config.eos_token_id == 50256  # generate stops at <|endoftext|>
+        assert model.generation_config.pad_token_id == 50256  # and pads with it (no pad token)
+
+    load = cell_with(NOTEBOOK_05, "quantization_config=bnb_config")
+    assert load.index("from_pretrained(") < load.index("stop_at_end_of_text(model, tokenizer)")
+    merge = cell_with(NOTEBOOK_05, "merge_and_unload()")
+    assert merge.index("stop_at_end_of_text(base16, tokenizer)") < merge.index("merge_and_unload()")
+
+
+def test_05_full_plan_fits_a_t4():
+    """Steps, epochs and input budget of 05's FULL plan, by notebook 01's estimator."""
+    import math
+    from pathlib import Path
+
+    import torch
+    from trl import SFTConfig
+
+    from helpers.architectures import PHI_2, real_config
+    from helpers.memory import COURSE_PLANS, estimate_memory, fits_t4
+    from helpers.notebook_code import config, the_call
+
+    full = config(NOTEBOOK_05, "full")
+    args = eval(
+        the_call(NOTEBOOK_05, "SFTConfig"),
+        {"SFTConfig": SFTConfig, "CONFIG": full, "OUTPUT_DIR": Path("unused"), "torch": torch},
+    )
+    phi2 = real_config(PHI_2)
+    # input budget: the report, the instruction (under 100 tokens) and the summary fit the
+    # context at evaluation; the report and its summary fit max_length in training
+    assert 100 + full["max_input_tokens"] + full["max_new_tokens"] <= phi2.max_position_embeddings
+    assert full["max_input_tokens"] < full["max_length"] <= phi2.max_position_embeddings
+    # memory: notebook 01's plan for 05 at FULL's sequence length and the notebook's batch
+    plan = {
+        **COURSE_PLANS["05"]["memory"],
+        "seq_len": full["max_length"],
+        "batch_size": args.per_device_train_batch_size,
+        "optimizer": args.optim,
+        "gradient_checkpointing": args.activation_checkpointing,
+    }
+    estimate = estimate_memory(phi2, trainable_params=20_971_520, **plan)
+    assert fits_t4(estimate)
+    # steps and epochs: at most the 47 training reports of the Hub data set (its viewer)
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    steps = full["epochs"] * math.ceil(47 / per_step)
+    assert args.num_train_epochs == full["epochs"] and args.max_steps == -1
+    # the notebook's own estimate: 6N FLOPs per token at a fifth of the T4's 65 TFLOPS
+    t4_step = 6 * 2_779_683_840 * per_step * full["max_length"] / (65e12 * 0.2)
+    assert steps * t4_step / 60 < 30  # minutes of training, at most: a workshop slot
+
 
 # (end of the 05 section)
 

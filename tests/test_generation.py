@@ -125,3 +125,29 @@ def test_empty_and_mixed_prompts(tiny):
     assert generation.generate_replies(model, tokenizer, [], progress=False) == []
     with pytest.raises(ValueError, match="not a mix"):
         generation.generate_replies(model, tokenizer, ["Hi", [{"role": "user", "content": "Hi"}]])
+
+
+def test_stop_at_end_of_text_makes_generate_stop(tiny):
+    model, tokenizer = tiny
+    model = type(model)(model.config).eval()  # a copy: the fixture's model stays as it is
+    model.load_state_dict(tiny[0].state_dict())
+    favour = torch.zeros(model.config.vocab_size)
+    favour[tokenizer.eos_token_id] = 1e4  # the end-of-text token is the first choice everywhere
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + favour)
+    model.generation_config.eos_token_id = None  # as phi-1_5 publishes it
+    prompt = tokenizer("What is the rank?", return_tensors="pt")
+    runs_on = model.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert runs_on.shape[1] - prompt["input_ids"].shape[1] == 6  # nothing to stop on
+    assert generation.stop_at_end_of_text(model, tokenizer) == (tokenizer.eos_token_id,) * 2
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    stops = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+    assert stops.shape[1] - prompt["input_ids"].shape[1] == 1  # the end-of-text token, then stop
+
+
+def test_check_fp16_overflow():
+    generation.check_fp16_overflow([2.1, 1.7], ["The pump failed.", "!!!"])  # nothing wrong
+    generation.check_fp16_overflow([], [])
+    with pytest.raises(FloatingPointError, match="not finite.*overflow in fp16"):
+        generation.check_fp16_overflow([2.1, float("nan")])
+    with pytest.raises(FloatingPointError, match="only '!'"):
+        generation.check_fp16_overflow(replies=["!!!!", " !!! "])

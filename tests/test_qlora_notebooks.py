@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BitsAndBytesConfig
 
-from helpers.notebook_code import the_call
+from helpers.notebook_code import config, the_call
 
 QLORA_NOTEBOOKS = [
     "04_qlora_mistral_youtube.ipynb",
@@ -15,10 +15,11 @@ QLORA_NOTEBOOKS = [
 
 @pytest.mark.parametrize("notebook", QLORA_NOTEBOOKS)
 def test_quantization_is_nf4_double_quant_fp16(notebook):
-    config = eval(
+    full = config(notebook, "full")  # as FULL mode runs it: CONFIG may hold the compute dtype
+    quantization = eval(
         the_call(notebook, "BitsAndBytesConfig"),
-        {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch},
+        {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch, "CONFIG": full},
     )
-    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
-    assert config.bnb_4bit_use_double_quant
-    assert config.bnb_4bit_compute_dtype == torch.float16  # the T4 has no bf16
+    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
+    assert quantization.bnb_4bit_use_double_quant
+    assert quantization.bnb_4bit_compute_dtype == torch.float16  # the T4 has no bf16
