@@ -11,6 +11,7 @@ Both tests reach the package index and take minutes, so they sit behind the ``co
   torchao error: the environment really is Colab's. Torch is the CPU build of the course's
   own version (2.13.0, from this machine's disk), not Colab's CUDA 2.11.0; torchao's and
   peft's checks read version numbers only, so the stand-in does not change what is tested.
+  After the install, every helpers module and every library the notebooks use must import.
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ CHECK = textwrap.dedent("""
         merged = model.merge_and_unload()
         after = merged(input_ids=ids).logits
     assert torch.allclose(before, after, atol=1e-5), (before - after).abs().max()
+    import importlib, pkgutil
+    import helpers  # every course module and library imports on Colab's numpy, pandas, ...
+    for module in pkgutil.iter_modules(helpers.__path__):
+        importlib.import_module(f"helpers.{module.name}")
+    for library in ("trl", "bitsandbytes", "datasets", "evaluate", "sentence_transformers",
+                    "faiss", "bm25s", "rouge_score", "accelerate"):
+        importlib.import_module(library)
     import huggingface_hub, peft, torchao, transformers
     print("merged:", type(merged).__name__, "peft", peft.__version__, "torchao",
           torchao.__version__, "transformers", transformers.__version__, "huggingface_hub",
@@ -149,6 +157,7 @@ def test_setup_cell_install_on_colabs_packages_lets_peft_merge(tmp_path):
     assert not re.search(r"^ERROR", setup.stdout + setup.stderr, re.M), (
         "pip printed an error in the first cell:\n" + setup.stderr[-3000:])
 
-    after = subprocess.run([str(python), "-c", CHECK], capture_output=True, text=True)
+    after = subprocess.run([str(python), "-c", CHECK], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"})
     assert after.returncode == 0, after.stderr[-3000:]
     print(after.stdout)
