@@ -4,6 +4,7 @@
     python3 course.py test    # install into .venv (first time), then run every test
     python3 course.py bench   # time each notebook's SMALL run and the stand-in builds
     python3 course.py drift   # check the notebooks' library calls against the newest releases
+    python3 course.py rehearse 06 --layers 1 --steps 1   # a FULL plan on a random-weight model
 
 Extra arguments after `test` go to pytest, e.g. `python3 course.py test tests/test_mode.py`.
 """
@@ -74,6 +75,17 @@ def bench(rest: list[str]) -> int:
     return run([str(PYTHON), "-m", "helpers.bench", *rest], env)
 
 
+def rehearse(rest: list[str]) -> int:
+    """Run a FULL plan's training code on a full-width, random-weight model (helpers.rehearsal).
+
+    ``rehearse PLAN [--layers N] [--steps S] [--seq-len L] [--no-cap]``, PLAN one of 04, 05,
+    06 or all; records go to outputs/rehearsals/.
+    """
+    install()
+    env = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    return run([str(PYTHON), "-m", "helpers.rehearsal", *rest], env)
+
+
 DRIFT_PACKAGES = (
     "transformers", "peft", "trl", "bitsandbytes", "datasets", "evaluate", "accelerate",
     "sentence-transformers", "bm25s", "faiss-cpu",
@@ -129,6 +141,7 @@ COMMANDS = {
     "test": test,
     "bench": bench,
     "drift": drift,
+    "rehearse": rehearse,
 }
 
 
