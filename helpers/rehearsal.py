@@ -337,6 +337,8 @@ def settings(plan: str, notebooks: Path = NOTEBOOKS) -> dict[str, Any]:
         "compute_dtype": str(bnb.bnb_4bit_compute_dtype).replace("torch.", ""),
         "batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
+        "max_steps": args.max_steps,
+        "epochs": args.num_train_epochs,
         "seq_len": args.max_length,
         "optimizer": args.optim.value if hasattr(args.optim, "value") else str(args.optim),
         "gradient_checkpointing": bool(args.gradient_checkpointing),
@@ -453,6 +455,19 @@ def build_checkpoint(model_id: str, layers: int, where: Path, device: str) -> di
             "build_seconds": round(time.perf_counter() - start, 1)}
 
 
+def _build_device(model_id: str, layers: int, device: str) -> str:
+    """Build on the GPU when the fp16 model fits its free memory with a margin, else on the CPU."""
+    if device != "cuda":
+        return device
+    config = REAL_CONFIGS[model_id]
+    hidden = config["hidden_size"]
+    per_layer = 4 * hidden**2 + 3 * hidden * config["intermediate_size"]  # an upper bound
+    embeddings = 2 * config["vocab_size"] * config["hidden_size"]
+    fp16_bytes = 2 * (layers * per_layer + embeddings)
+    free, _ = torch.cuda.mem_get_info(0)
+    return "cuda" if fp16_bytes < 0.8 * free else "cpu"
+
+
 def synthetic_rows(n: int, seq_len: int, vocab_size: int, seed: int = 0):
     """``n`` pre-tokenized rows of ``seq_len`` ids: the first half prompt, the rest completion."""
     from datasets import Dataset
@@ -541,11 +556,6 @@ def rehearse(
         "cap_bytes": T4_MEMORY_BYTES if device == "cuda" and cap else None,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    if device == "cuda":
-        torch.cuda.set_per_process_memory_fraction(
-            T4_MEMORY_BYTES / torch.cuda.get_device_properties(0).total_memory if cap else 1.0
-        )
-
     work = Path(tempfile.mkdtemp(prefix=f"rehearse-{plan}-"))
     try:
         checkpoint = work / "checkpoint"
@@ -553,14 +563,17 @@ def rehearse(
             real = dict(REAL_CONFIGS[model_id])
             REAL_CONFIGS[model_id].update(shrink)
         try:
-            record.update(build_checkpoint(model_id, layers, checkpoint, device))
+            record.update(build_checkpoint(model_id, layers, checkpoint, _build_device(
+                model_id, layers, device)))
             run_config = real_config(model_id)
         finally:
             if shrink:
                 REAL_CONFIGS[model_id].clear()
                 REAL_CONFIGS[model_id].update(real)
         run_config.num_hidden_layers = layers
-        if device == "cuda":
+        if device == "cuda":  # the cap starts after the build: only the notebook's code is held
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(T4_MEMORY_BYTES / total if cap else 1.0)
             torch.cuda.reset_peak_memory_stats()
         record.update(_train(plan, full, checkpoint, work, steps, seq_len, run_config, notebooks,
                              TrainerCallback, TrainingArguments, device))
