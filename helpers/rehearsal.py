@@ -161,8 +161,8 @@ def training_statements(
     and attribute assignments on what those statements made (``model.print_...()``,
     ``keep_trainable_fp32(model)``, ``model.config.use_cache = False``), except the calls
     in :data:`NOT_RUN`; ``if`` blocks made only of such statements; and, for any name those
-    need that ``provided`` does not give, the last plain assignment of it in an earlier
-    statement of the notebook.
+    need that ``provided`` does not give, its last definition earlier in the notebook (an
+    assignment, a function or a class).
 
     Returns ``([(code cell index, statement)], {"args": name, "trainer": name,
     "train_dataset": name, "eval_dataset": name})``: where the rehearsal finds the objects.
@@ -196,8 +196,10 @@ def training_statements(
         """An expression call or attribute assignment on what the lesson made."""
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
             called = _called(stmt.value)
-            if called & NOT_RUN or called & {"print", "display"}:
+            if called & NOT_RUN:
                 return False
+            if called & {"print", "display"}:  # only for what it calls: keep_trainable_fp32
+                return bool(called & plumbing)
             return bool(_names(stmt, ast.Load) & (made | {"tokenizer"})) or bool(
                 called & plumbing
             )
@@ -245,8 +247,13 @@ def training_statements(
                 sources = [
                     p
                     for p in before
-                    if isinstance(p[1], ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == name for t in p[1].targets)
+                    if (
+                        isinstance(p[1], ast.Assign)
+                        and any(isinstance(t, ast.Name) and t.id == name for t in p[1].targets)
+                    )
+                    or (
+                        isinstance(p[1], ast.FunctionDef | ast.ClassDef) and p[1].name == name
+                    )
                 ]
                 imports = [
                     p
@@ -269,6 +276,8 @@ def training_statements(
                 n for t in getattr(stmt, "targets", [getattr(stmt, "target", None)]) if t
                 for n in _names(t, ast.Store)
             }
+            if isinstance(stmt, ast.FunctionDef | ast.ClassDef):
+                defined.add(stmt.name)
     kept.sort(key=lambda p: every.index(p))
 
     roles: dict[str, str] = {}

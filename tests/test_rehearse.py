@@ -6,6 +6,7 @@ change to a notebook's FULL configuration flows into it, and a disagreement with
 01's plan (``COURSE_PLANS``, which its memory prediction uses) fails.
 """
 
+import ast
 import json
 import shutil
 
@@ -23,6 +24,7 @@ from helpers.rehearsal import (
     rehearse,
     settings,
     summary,
+    training_statements,
     write_record,
 )
 
@@ -81,6 +83,33 @@ def test_a_statement_it_cannot_run_is_an_error_not_a_skip(tmp_path):
     copy = _copy(tmp_path, "06", 'lora_dropout=CONFIG["lora_dropout"]', "lora_dropout=DROPOUT")
     with pytest.raises(RehearsalError, match="DROPOUT"):
         settings("06", copy)
+
+
+def test_training_plumbing_added_to_a_notebook_is_run_too(tmp_path):
+    # e.g. issue 11's fix: every trainable parameter fp32 before training starts
+    copy = _copy(tmp_path, "06", "trainer = SFTTrainer(", (
+        "from helpers.training import keep_trainable_fp32\n\n\nclass Noted:\n    pass\n\n\n"
+        "trainer = SFTTrainer("
+    ))
+    nb_path = notebook_path("06", copy)
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if "trainer = SFTTrainer(" in text:
+            cell["source"] = text.replace(
+                "loss_before = trainer.evaluate()",
+                'print(f"{keep_trainable_fp32(trainer.model)} cast")\nnoted = Noted()\n'
+                "trainer.add_callback(noted)\nloss_before = trainer.evaluate()",
+            )
+    nb_path.write_text(json.dumps(nb))
+    provided = {"MODE", "CONFIG", "FULL", "MODEL_PATH", "tokenizer", "train_dataset",
+                "eval_dataset"}
+    kept, roles = training_statements("06", provided, copy)
+    ran = [ast.unparse(stmt) for _, stmt in kept]
+    assert any("keep_trainable_fp32(trainer.model)" in line for line in ran)
+    assert any(line.startswith("class Noted") for line in ran)  # needed by add_callback
+    assert not any("evaluate()" in line for line in ran)  # the rehearsal trains, no more
+    assert roles["trainer"] == "trainer"
 
 
 def test_random_weights_fill_matrices_norms_and_biases():
