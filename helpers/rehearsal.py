@@ -595,15 +595,8 @@ def rehearse(
         shutil.rmtree(work, ignore_errors=True)
     record.setdefault("verdict", "ran")
     if device == "cuda" and "trainable_tensor_sizes" in record:
-        predicted = estimate_memory(
-            run_config,
-            "qlora",
-            trainable_tensor_sizes=record["trainable_tensor_sizes"],
-            batch_size=found["batch_size"],
-            seq_len=seq_len,
-            gradient_checkpointing=found["gradient_checkpointing"],
-            optimizer=found["optimizer"],
-            double_quant=found["double_quant"],
+        predicted = predicted_peak(
+            plan, run_config, record["trainable_tensor_sizes"], seq_len=seq_len
         )
         record["predicted_bytes"] = predicted
         record["ratio_measured_to_predicted"] = round(
@@ -722,6 +715,25 @@ def _train(plan, full, checkpoint, work, steps, seq_len, run_config, notebooks,
     del trainer, model
     namespace.clear()
     return out
+
+
+def predicted_peak(
+    plan: str, run_config: Any, trainable_tensor_sizes: list[int], seq_len: int | None = None
+) -> dict[str, int]:
+    """Notebook 01's prediction (``COURSE_PLANS[plan]["memory"]``) for the rehearsed model.
+
+    ``run_config`` is the config actually built (N layers); ``seq_len`` replaces the plan's
+    when the rehearsal ran shorter rows.
+    """
+    memory = dict(COURSE_PLANS[plan]["memory"])
+    if seq_len is not None:
+        memory["seq_len"] = seq_len
+    return estimate_memory(
+        run_config,
+        trainable_params=sum(trainable_tensor_sizes),
+        trainable_tensor_sizes=trainable_tensor_sizes,
+        **memory,
+    )
 
 
 def summary(record: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from helpers.rehearsal import (
     disagreements,
     fill_random_,
     notebook_path,
+    predicted_peak,
     rehearse,
     settings,
     summary,
@@ -110,6 +111,28 @@ def test_training_plumbing_added_to_a_notebook_is_run_too(tmp_path):
     assert any(line.startswith("class Noted") for line in ran)  # needed by add_callback
     assert not any("evaluate()" in line for line in ran)  # the rehearsal trains, no more
     assert roles["trainer"] == "trainer"
+
+
+def test_the_prediction_is_notebook_01s_for_the_layers_built():
+    from peft import LoraConfig, get_peft_model
+
+    from helpers.architectures import meta_model, real_config
+    from helpers.memory import estimate_memory
+
+    plan = COURSE_PLANS["06"]
+    sizes = [p.numel() for p in get_peft_model(meta_model(plan["model_id"]),
+                                               LoraConfig(**plan["lora"])).parameters()
+             if p.requires_grad]
+    full_depth = real_config(plan["model_id"])
+    assert predicted_peak("06", full_depth, sizes) == estimate_memory(
+        full_depth, trainable_params=sum(sizes), trainable_tensor_sizes=sizes, **plan["memory"]
+    )
+    one_layer = real_config(plan["model_id"])
+    one_layer.num_hidden_layers = 1
+    per_layer = sizes[: len(sizes) // full_depth.num_hidden_layers]
+    small = predicted_peak("06", one_layer, per_layer, seq_len=128)
+    assert small["total"] < predicted_peak("06", full_depth, sizes)["total"]
+    assert small["activations"] < predicted_peak("06", one_layer, per_layer)["activations"]
 
 
 def test_random_weights_fill_matrices_norms_and_biases():
