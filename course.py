@@ -3,6 +3,8 @@
     python3 course.py lab     # install into .venv (first time), then open JupyterLab
     python3 course.py test    # install into .venv (first time), then run every test
     python3 course.py bench   # time each notebook's SMALL run and the stand-in builds
+    python3 course.py drift   # check the notebooks' library calls against the newest releases
+    python3 course.py rehearse 06 --layers 1 --steps 1   # a FULL plan on a random-weight model
 
 Extra arguments after `test` go to pytest, e.g. `python3 course.py test tests/test_mode.py`.
 """
@@ -83,11 +85,73 @@ def bench(rest: list[str]) -> int:
     return run([str(PYTHON), "-m", "helpers.bench", *rest], env)
 
 
+def rehearse(rest: list[str]) -> int:
+    """Run a FULL plan's training code on a full-width, random-weight model (helpers.rehearsal).
+
+    ``rehearse PLAN [--layers N] [--steps S] [--seq-len L] [--no-cap]``, PLAN one of 04, 05,
+    06 or all; records go to outputs/rehearsals/.
+    """
+    install()
+    env = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    return run([str(PYTHON), "-m", "helpers.rehearsal", *rest], env)
+
+
+DRIFT_PACKAGES = (
+    "transformers", "peft", "trl", "bitsandbytes", "datasets", "evaluate", "accelerate",
+    "sentence-transformers", "bm25s", "faiss-cpu",
+)
+
+
+def drift(rest: list[str]) -> int:
+    """Run the API-drift test against the newest releases, in a throw-away environment.
+
+    The new environment sees the course's .venv behind its own packages (a .pth file), so
+    only what has a newer release is downloaded. ``--keep`` keeps it (its path is printed).
+    """
+    import shutil
+    import tempfile
+
+    install()
+    keep = "--keep" in rest
+    where = Path(tempfile.mkdtemp(prefix="course-drift-"))
+    try:
+        print(f"Creating a throw-away environment in {where} ...", flush=True)
+        subprocess.run([str(PYTHON), "-m", "venv", str(where)], check=True)
+        python = where / BIN.name / PYTHON.name
+        paths = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        course_site = subprocess.run([str(PYTHON), "-c", paths], check=True,
+                                     capture_output=True, text=True).stdout.strip()
+        new_site = subprocess.run([str(python), "-c", paths], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        Path(new_site, "course-venv.pth").write_text(course_site + "\n")  # after its own
+        print("Installing the newest releases of: " + ", ".join(DRIFT_PACKAGES), flush=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        if run([*pip, "--upgrade", *DRIFT_PACKAGES]) != 0:
+            print("pip could not install the newest releases; nothing was checked.")
+            return 2
+        env = {"COURSE_MODE": "small", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+               "PYTHONPATH": str(ROOT)}
+        code = run([str(python), "-m", "helpers.api_drift"], env)  # the list of what breaks
+        tests = run([str(python), "-m", "pytest", "tests/test_api_drift.py", "-q",
+                     "-p", "no:cacheprovider", "-o", "addopts=", *[a for a in rest
+                                                                     if a != "--keep"]], env)
+        print("the newest releases " + ("break nothing the course passes" if code == tests == 0
+                                        else "break the calls listed above"))
+        return code or tests
+    finally:
+        if keep:
+            print(f"kept: {where}")
+        else:
+            shutil.rmtree(where, ignore_errors=True)
+
+
 # Each command: a function taking the arguments after its name and returning an exit code.
 COMMANDS = {
     "lab": lab,
     "test": test,
     "bench": bench,
+    "drift": drift,
+    "rehearse": rehearse,
 }
 
 
