@@ -21,6 +21,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".course-installed"
+START_PAGE = "/lab/tree/notebooks/01_memory_math.ipynb"  # where `lab` opens
 
 
 def wanted() -> str:
@@ -38,11 +39,19 @@ def install() -> None:
     if not PYTHON.exists():
         print(f"Creating a virtual environment in {VENV} ...", flush=True)
         venv.create(VENV, with_pip=True)
-    print("Installing the course's pinned packages (a few minutes the first time) ...", flush=True)
-    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-r", str(ROOT / "requirements.txt")], check=True)
-    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    print(
+        "Installing the course's pinned packages (requirements.txt) into .venv. The first time\n"
+        "this fills about 2.2 GB of disk (see the README: 'Install: time, disk and\n"
+        "downloads'); it takes minutes, pip shows its progress below. Later runs skip this.",
+        flush=True,
+    )
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check"]
+    if subprocess.run([*pip, "-r", str(ROOT / "requirements.txt")]).returncode != 0:
+        sys.exit("\nThe install stopped (pip's error is above). Check the internet connection "
+                 "and run the command again; it picks up where it stopped.")
+    subprocess.run([*pip, "--quiet", "--no-deps", "-e", str(ROOT)], check=True)
     STAMP.write_text(wanted())
+    print("Installed.", flush=True)
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> int:
@@ -52,8 +61,9 @@ def run(args: list[str], env: dict[str, str] | None = None) -> int:
 def lab(rest: list[str]) -> int:
     """Install if needed, then open JupyterLab on the course."""
     install()
+    # Open on the course's first notebook, with JupyterLab's "news?" prompt off.
     command = [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}",
-               "--LabApp.default_url=/lab/tree/notebooks"]
+               f"--LabApp.default_url={START_PAGE}", "--LabApp.news_url=None"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # containers and cloud machines often run as root
     return run([*command, *rest])
@@ -85,8 +95,12 @@ def main() -> int:
     command, *rest = sys.argv[1:] or ["help"]
     if command in COMMANDS:
         return COMMANDS[command](rest)
-    print(__doc__)
-    return 0 if command in ("help", "-h", "--help") else 2
+    if command in ("help", "-h", "--help"):
+        print(__doc__)
+        return 0
+    print(f"unknown command: {command!r} (the commands: {', '.join(COMMANDS)})\n", file=sys.stderr)
+    print(__doc__, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

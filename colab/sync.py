@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -49,11 +50,44 @@ CPU_METADATA = {"colab": {"provenance": []}}
 # A solution cell: a code cell that starts with this line. Colab shows it as a collapsed form
 # (``cellView: form``) until the learner opens it.
 SOLUTION_TITLE = "#@title Solution"
+# The cell after the setup cell imports the course's helpers. A learner who skipped the setup
+# cell on Colab has none: say what to do instead of a bare ModuleNotFoundError.
+HELPERS_IMPORT = re.compile(r"^from helpers\.mode import (.+)$", re.M)
+HELPERS_GUARD = (
+    "try:\n"
+    "    from helpers.mode import {names}\n"
+    "except ModuleNotFoundError as missing:  # on Colab, the first cell brings the course's code\n"
+    '    raise ModuleNotFoundError(f"{{missing}}: run the first cell (Setup) first") from None'
+)
+
+
+def guarded(preamble_source: str) -> str:
+    """The preamble cell with its ``from helpers.mode import ...`` inside the guard."""
+    if "run the first cell (Setup) first" in preamble_source:
+        return preamble_source
+    return HELPERS_IMPORT.sub(lambda m: HELPERS_GUARD.format(names=m.group(1)), preamble_source,
+                              count=1)
 
 
 def settings() -> dict[str, str]:
-    """The repository (owner/name) and ref that Colab fetches."""
-    return tomllib.loads((ROOT / "colab" / "settings.toml").read_text())
+    """The repository (owner/name) and the ref (a tag if set, else the branch) Colab fetches."""
+    values = tomllib.loads((ROOT / "colab" / "settings.toml").read_text())
+    if values.get("tag"):
+        values["ref"] = values["tag"]
+    return values
+
+
+def check_tag(tag: str, root: Path = ROOT) -> str | None:
+    """Why ``tag`` cannot be published (it is not a tag of the repository at ``root``), or None."""
+    if not tag:
+        return None
+    found = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet",
+                            f"refs/tags/{tag}"], capture_output=True, text=True)
+    if found.returncode != 0:
+        return (f"colab/settings.toml names the tag {tag!r}, which this repository does not "
+                f"have: create and push it first (`git tag {tag} && git push origin {tag}`), "
+                "or leave tag empty to publish from the branch.")
+    return None
 
 
 def setup_cell_source() -> str:
@@ -101,6 +135,9 @@ def synced(nb: dict, path: Path) -> dict:
         nb["cells"].insert(1, {"cell_type": "code", "metadata": {}, "source": setup})
     else:
         code_cells[0]["source"] = setup
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    if len(code_cells) > 1:
+        code_cells[1]["source"] = guarded(source_text(code_cells[1]))
     ids: set[str] = set()
     for index, cell in enumerate(nb["cells"]):
         cell["source"] = source_text(cell)
@@ -163,6 +200,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report, change nothing")
     args = parser.parse_args()
+    problem = check_tag(tomllib.loads((ROOT / "colab" / "settings.toml").read_text()).get("tag"))
+    if problem:
+        print(problem)
+        return 1
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     stale = []
     for path in paths:

@@ -7,7 +7,18 @@ goes), a ``reference_code`` (the answer), a ``code_context`` (Python that define
 (``library``, ``problem_id``, ``perturbation_type``, ``perturbation_origin_id``, ...).
 A completion is scored the way the benchmark's own harness does it: cut what follows the
 answer, append ``test_execution(code)`` to the context, run the program; it passes if it
-runs to the end. Here every program runs in :mod:`helpers.sandbox`.
+runs to the end. Here every test runs in :mod:`helpers.sandbox`, with DS-1000's own
+library versions (:mod:`helpers.ds1000_env`), and the verdict is decided by the sandbox's
+judge, outside the answer's process (Matplotlib problems excepted: their tests read the
+figure the answer drew, so they run in the answer's process; each result says where it was
+checked, ``checked_in``).
+
+The official harness (xlang-ai/DS-1000 on GitHub): ``test_ds1000.py`` defines
+``postprocess`` (cut at ``</code>``, drop ```` ```python ````, cut at ```` ``` ````, cut at
+``"\nEND SOLUTION"``, drop ``<code>``) and builds each test program as ``code_context``, then
+``code = repr(answer)``, ``test_execution(code)`` and ``test_string(code)`` when the context
+mentions it; ``execution.py`` (from openai/human-eval) runs it in a child process with a
+timeout, and it passes if it runs to its end. Nothing restores an answer's indentation.
 
 ``perturbation_origin_id`` counts within a library (it is the ``library_problem_id`` of
 the original problem), so a group of variants is identified by ``(library, origin id)``.
@@ -19,13 +30,16 @@ import ast
 import importlib.util
 import math
 import random
+import re
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from helpers.data import data_path, read_jsonl
+from helpers.ds1000_env import ensure_env, missing_in
 from helpers.sandbox import run_many
 
 # DS-1000's library names and the module each needs.
@@ -40,8 +54,18 @@ LIBRARY_MODULES: dict[str, str] = {
 }
 PERTURBATION_TYPES = ("Origin", "Surface", "Semantic", "Difficult-Rewrite")
 
-# Where a model's answer ends (what DS-1000's prompts and reference answers use).
-STOP_MARKERS = ("</code>", "END SOLUTION", "# SOLUTION END")
+# Where generation stops: the same rules as :func:`postprocess` (``</code>``; "END SOLUTION"
+# only at the start of a line, so DS-1000's own ``    ### END SOLUTION`` comment inside a
+# function body does not stop it), plus ``# SOLUTION END``, which closes the answer to a
+# ``# SOLUTION START`` prompt (Matplotlib). The official postprocess does not cut at that
+# one: if it is generated it stays in the answer, as a comment.
+STOP_MARKERS = ("</code>", "\nEND SOLUTION", "# SOLUTION END")
+
+# Problems that need the network, which the sandbox does not have: reported as skipped.
+NEEDS_NETWORK = {
+    r"\b(sns|seaborn)\.load_dataset\(": "seaborn.load_dataset downloads its data",
+    r"\bfetch_[a-z0-9_]+\(": "scikit-learn's fetch_* downloads its data",
+}
 
 
 def load_problems(path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -50,44 +74,18 @@ def load_problems(path: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def postprocess(completion: str) -> str:
-    """Keep only the code of a completion, as DS-1000's harness does.
+    """Keep only the code of a completion, exactly as DS-1000's official ``postprocess``.
 
-    Cuts at ``</code>``, ``END SOLUTION`` and ``# SOLUTION END``, removes Markdown code
-    fences (```` ```python ```` ... ```` ``` ````) and stray ``<code>`` tags.
+    In order: cut at the first ``</code>``; remove ```` ```python ````; cut at the first
+    ```` ``` ````; cut at the first "END SOLUTION" that starts a line (``"\nEND SOLUTION"``,
+    so DS-1000's ``    ### END SOLUTION`` comment before a function's ``return`` stays);
+    remove ``<code>`` (xlang-ai/DS-1000, ``test_ds1000.py``).
     """
     code = completion.split("</code>")[0]
-    stripped = code.lstrip()
-    if stripped.startswith("```"):  # an opening fence: drop its line (```python, ```py, ```)
-        code = stripped.split("\n", 1)[1] if "\n" in stripped else ""
     code = code.replace("```python", "")
     code = code.split("```")[0]
-    for marker in ("END SOLUTION", "# SOLUTION END"):
-        code = code.split(marker)[0]
+    code = code.split("\nEND SOLUTION")[0]
     return code.replace("<code>", "")
-
-
-def restore_indent(problem: dict[str, Any], code: str) -> str:
-    """Give the first line of an answer back the indentation its prompt left off at.
-
-    In DS-1000's function-style problems the prompt ends inside a function
-    (``    ### BEGIN SOLUTION``) and the answer is the indented body. A reply that was
-    stripped of surrounding whitespace somewhere on its way (notebook 06 generates with
-    ``strip=False`` so that it is not) has lost the first line's indentation; it is put
-    back when the lines after it are indented at least as deep, i.e. when only the first
-    line lost it. Anything else is returned unchanged. DS-1000's own harness has no such
-    step.
-    """
-    lines = [line for line in problem["prompt"].splitlines() if line.strip()]
-    last = lines[-1] if lines else ""
-    indent = last[: len(last) - len(last.lstrip())]
-    code_lines = code.split("\n")
-    first = next((i for i, line in enumerate(code_lines) if line.strip()), None)
-    if not indent or first is None or code_lines[first].startswith(indent):
-        return code
-    rest = [line for line in code_lines[first + 1 :] if line.strip()]
-    if all(line.startswith(indent) for line in rest):
-        code_lines[first] = indent + code_lines[first].lstrip()
-    return "\n".join(code_lines)
 
 
 def build_program(problem: dict[str, Any], solution: str) -> str:
@@ -143,9 +141,36 @@ def required_modules(problem: dict[str, Any]) -> list[str]:
     return sorted(n for n in names if n not in sys.stdlib_module_names)
 
 
-def missing_modules(problem: dict[str, Any]) -> list[str]:
-    """The modules of :func:`required_modules` that are not installed here."""
-    return [name for name in required_modules(problem) if importlib.util.find_spec(name) is None]
+def missing_modules(problem: dict[str, Any], python: str | None = None) -> list[str]:
+    """The modules of :func:`required_modules` that ``python`` cannot import.
+
+    ``python=None`` asks this interpreter (the course's own).
+    """
+    names = required_modules(problem)
+    if python is None:
+        return [name for name in names if importlib.util.find_spec(name) is None]
+    return missing_in(python, names)
+
+
+def network_reason(problem: dict[str, Any]) -> str | None:
+    """Why a problem needs the network (which the sandbox does not give it), or ``None``."""
+    text = problem["code_context"] + "\n" + problem["prompt"] + "\n" + problem["reference_code"]
+    for pattern, reason in NEEDS_NETWORK.items():
+        if re.search(pattern, text):
+            return reason
+    return None
+
+
+def checked_in_answer_process(problem: dict[str, Any]) -> bool:
+    """Whether a problem's test must run in the answer's own process.
+
+    Matplotlib tests inspect the figure the answer drew (``plt.gca()``...), state that lives
+    only in the answer's process; for them the verdict is the answer process's word, and
+    the sandbox's other guarantees (nothing outlives the run, nothing outside changes, no
+    secrets, no network) still hold. Every other test is judged outside it.
+    """
+    meta = problem.get("metadata", {})
+    return meta.get("library") == "Matplotlib" or "matplotlib" in problem["code_context"]
 
 
 def group_key(problem: dict[str, Any]) -> tuple[str, int]:
@@ -221,33 +246,50 @@ def evaluate(
     desc: str = "tests",
     timeout: float = 60.0,
     memory_mb: int = 4096,
+    python: str | None = None,
     **limits: Any,
 ) -> list[dict[str, Any]]:
-    """Run every problem's tests on its completion, each in its own sandboxed process.
+    """Run every problem's tests on its completion, each in its own sandboxed run.
 
     Args:
         problems: DS-1000-style problems.
         completions: one completion per problem (the raw text a model wrote).
-        clean: pass each completion through :func:`postprocess` (and
-            :func:`restore_indent`) first.
-        workers: how many programs run at the same time.
+        clean: pass each completion through :func:`postprocess` first.
+        workers: how many runs at the same time.
         progress: show a progress bar.
         desc: the progress bar's label.
         timeout: wall-clock seconds per problem (DS-1000's own script allows 30-120).
-        memory_mb: address-space limit per problem (imports need a few hundred MB).
-        **limits: more limits for :func:`helpers.sandbox.run_python`.
+        memory_mb: memory limit per problem (imports need a few hundred MB).
+        python: the interpreter that runs the tests; default: DS-1000's
+            (:func:`helpers.ds1000_env.ensure_env`, created on first use; if it cannot be,
+            this Python, with a warning).
+        **limits: more limits for :func:`helpers.sandbox.run_judged`.
 
     Returns:
         One dict per problem, in order: its metadata, ``verdict`` (``pass``, ``fail``,
-        ``error``, ``timeout``, or ``skipped`` when a module it needs is not installed),
-        ``detail``, ``solution``, ``seconds``, the sandbox's ``pid``, ``stdout``, ``stderr``.
+        ``error``, ``timeout``, or ``skipped`` when a module it needs is not installed in
+        that interpreter or it needs the network), ``detail``, ``solution``, ``seconds``, the
+        sandbox's ``pid``, ``stdout``, ``stderr``, ``checked_in`` (``judge`` or ``answer``:
+        see :func:`checked_in_answer_process`), ``isolation`` (the level in effect) and
+        ``interpreter`` (the Python that ran the test).
     """
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+    if python is None:
+        try:
+            python = str(ensure_env())
+        except Exception as exc:  # offline, say: run with this Python's libraries, and say so
+            warnings.warn(
+                f"DS-1000's interpreter could not be created ({exc}); the tests run with this "
+                "Python's library versions instead, under which some correct answers fail",
+                stacklevel=2,
+            )
+            python = sys.executable
+    python = str(python)
     results: list[dict[str, Any]] = []
     to_run: list[int] = []
     for problem, completion in zip(problems, completions, strict=True):
-        solution = restore_indent(problem, postprocess(completion)) if clean else completion
+        solution = postprocess(completion) if clean else completion
         result = {
             **_meta(problem),
             "solution": solution,
@@ -255,21 +297,40 @@ def evaluate(
             "pid": None,
             "stdout": "",
             "stderr": "",
+            "checked_in": None,
+            "isolation": None,
+            "interpreter": python,
         }
-        missing = missing_modules(problem)
+        missing = missing_modules(problem, python)
+        network = network_reason(problem)
         if missing:
             result.update(verdict="skipped", detail=f"not installed: {', '.join(missing)}")
+        elif network:
+            result.update(verdict="skipped", detail=f"needs the network: {network}")
         else:
             to_run.append(len(results))
         results.append(result)
-    programs = [build_program(problems[i], results[i]["solution"]) for i in to_run]
+    tasks: list[Any] = []
+    for i in to_run:
+        problem = problems[i]
+        if checked_in_answer_process(problem):
+            tasks.append(build_program(problem, results[i]["solution"]))
+        else:
+            tasks.append(
+                {
+                    "context": problem["code_context"],
+                    "solution": results[i]["solution"],
+                    "preload": required_modules(problem),
+                }
+            )
     runs = run_many(
-        programs,
+        tasks,
         workers=workers,
         progress=progress,
         desc=desc,
         timeout=timeout,
         memory_mb=memory_mb,
+        python=python,
         **limits,
     )
     for index, run in zip(to_run, runs, strict=True):
@@ -280,8 +341,31 @@ def evaluate(
             pid=run["pid"],
             stdout=run["stdout"],
             stderr=run["stderr"],
+            checked_in=run["checked_in"],
+            isolation=run["isolation"],
         )
     return results
+
+
+def failed_references(results: Sequence[dict[str, Any]]):
+    """The problems whose *reference* answer did not pass, with the reason (a pandas table).
+
+    ``results`` are :func:`evaluate`'s results for the reference answers. Every one that is
+    not ``pass`` is listed (skipped ones too, with why), never silently dropped.
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            "problem_id": r["problem_id"],
+            "library": r["library"],
+            "verdict": r["verdict"],
+            "reason": r["detail"],
+        }
+        for r in results
+        if r["verdict"] != "pass"
+    ]
+    return pd.DataFrame(rows, columns=["problem_id", "library", "verdict", "reason"])
 
 
 def pass_at_1(results: Iterable[dict[str, Any]]) -> float:

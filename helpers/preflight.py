@@ -67,14 +67,31 @@ def hf_token() -> str | None:
     return get_token()
 
 
+# An ungated model of the same family and size for learners without access to a gated one:
+# Zephyr-7B-beta is Mistral-7B-v0.1 fine-tuned to chat (MistralForCausalLM, the same shapes, so
+# the same memory plan), MIT licence, and its model card asks for no access request.
+UNGATED_ALTERNATIVES = {"mistralai/Mistral-7B-Instruct-v0.2": "HuggingFaceH4/zephyr-7b-beta"}
+
 GATED_ADVICE = (
     "{model_id} is a gated model: accept its terms on https://huggingface.co/{model_id} "
     "while logged in, then give this notebook a token.\n"
     "  On Colab: click the key icon in the left bar, add a secret named HF_TOKEN whose value is "
     "a read token from https://huggingface.co/settings/tokens, allow this notebook to access it, "
     "and run again.\n  Elsewhere: set the HF_TOKEN environment variable, or run "
-    "`huggingface-cli login`."
+    "`hf auth login` (the `hf` command comes with huggingface_hub)."
 )
+UNGATED_ADVICE = (
+    "\n  No access? {alternative} is ungated, of the same architecture and size (MIT licence): "
+    "the README's troubleshooting section says how to run this notebook on it."
+)
+
+
+def gated_advice(model_id: str) -> str:
+    """What to do about a gated ``model_id``: accept its terms and log in, or an ungated model."""
+    advice = GATED_ADVICE.format(model_id=model_id)
+    if model_id in UNGATED_ALTERNATIVES:
+        advice += UNGATED_ADVICE.format(alternative=UNGATED_ALTERNATIVES[model_id])
+    return advice
 
 
 def check_hub_access(model_id: str, token: str | None = None) -> None:
@@ -87,7 +104,7 @@ def check_hub_access(model_id: str, token: str | None = None) -> None:
     token = token or hf_token()
     if not token:
         raise CourseSetupError(
-            "No Hugging Face token found.\n  " + GATED_ADVICE.format(model_id=model_id)
+            "No Hugging Face token found.\n  " + gated_advice(model_id)
         )
     from huggingface_hub import auth_check
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -97,6 +114,6 @@ def check_hub_access(model_id: str, token: str | None = None) -> None:
     except (GatedRepoError, RepositoryNotFoundError):
         raise CourseSetupError(
             "Your Hugging Face token cannot read this model yet.\n  "
-            + GATED_ADVICE.format(model_id=model_id)
+            + gated_advice(model_id)
         ) from None
     print(f"hub check: your token can read {model_id}")

@@ -37,3 +37,13 @@ def test_hub_check_is_skipped_offline_and_for_open_models(monkeypatch):
 def test_token_comes_from_the_environment_first(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_example")
     assert preflight.hf_token() == "hf_example"
+
+
+def test_gated_advice_names_the_current_login_command_and_an_ungated_model(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(preflight, "hf_token", lambda: None)
+    with pytest.raises(CourseSetupError) as error:
+        preflight.check_hub_access("mistralai/Mistral-7B-Instruct-v0.2")
+    message = str(error.value)
+    assert "`hf auth login`" in message and "huggingface-cli" not in message
+    assert "HuggingFaceH4/zephyr-7b-beta is ungated" in message
