@@ -1,11 +1,11 @@
 """Prompts in chat form: the messages a chat model sees, and the rows a trainer learns from.
 
 A chat model was instruction-tuned on conversations rendered by its *chat template* (for
-Mistral-7B-Instruct: ``<s>[INST] user [/INST]assistant</s>``). Training and generation
-must use the same rendering, so the notebooks build *messages* (``{"role", "content"}``
-dicts) and let ``tokenizer.apply_chat_template`` render them. The rows given to trl's
-``SFTTrainer`` are in its *prompt-completion* format, which makes the loss cover the
-completion only.
+Mistral-7B-Instruct-v0.2: ``<s> [INST] user [/INST] assistant</s>``, an optional system
+message joined to the first user turn). Training and generation must use the same
+rendering, so the notebooks build *messages* (``{"role", "content"}`` dicts) and let
+``tokenizer.apply_chat_template`` render them. The rows given to trl's ``SFTTrainer`` are in
+its *prompt-completion* format, which makes the loss cover the completion only.
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ from typing import Any
 
 
 def user_message(text: str, instructions: str | None = None) -> list[dict[str, str]]:
-    """A one-turn chat: the user's ``text``, after ``instructions`` (and a blank line) if given.
+    """A one-turn chat: ``instructions`` (if given) as the system message, then the user's ``text``.
 
-    Mistral-7B-Instruct's template has no system role, so instructions go in the user turn.
+    The chat template decides where a system message goes. Mistral-7B-Instruct-v0.2's current
+    template (see :data:`helpers.standins.MISTRAL_CHAT_TEMPLATE`) has no separate system turn:
+    it joins the system message to the first user turn with a blank line between them. Leading
+    and trailing whitespace of the instructions is removed.
     """
-    content = text if not instructions else f"{instructions.strip()}\n\n{text}"
-    return [{"role": "user", "content": content}]
+    user = [{"role": "user", "content": text}]
+    if not instructions or not instructions.strip():
+        return user
+    return [{"role": "system", "content": instructions.strip()}, *user]
 
 
 def prompt_completion(
@@ -28,8 +33,8 @@ def prompt_completion(
 ) -> dict[str, list[dict[str, str]]]:
     """One training row in trl's conversational prompt-completion format.
 
-    ``{"prompt": [user turn], "completion": [assistant turn]}``: ``SFTTrainer`` renders both
-    with the chat template and, by default for this format, computes the loss on the
+    ``{"prompt": [system and user turns], "completion": [assistant turn]}``: ``SFTTrainer``
+    renders both with the chat template and, by default for this format, computes the loss on the
     completion's tokens only (``completion_only_loss``).
     """
     return {

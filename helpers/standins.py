@@ -31,16 +31,41 @@ from helpers.data import DATA_DIR, corpus_texts
 
 RECIPE_VERSION = 1
 
-# Mistral-7B-Instruct-v0.2's chat format: <s>[INST] user [/INST]assistant</s>[INST] ...
+# Mistral-7B-Instruct-v0.2's chat template, word for word: the current ``chat_template`` of
+# its tokenizer_config.json on the Hub (line 42). The Hub is unreachable here; the text is the
+# copy in guidance-ai/guidance, guidance/chat.py at commit 025fac921a76aa05b54633f39b4e4df6ff9b957c
+# ("[05/08/24] https://huggingface.co/mistralai/Mistral-7B-Instruct-v0.2/blob/main/
+# tokenizer_config.json#L42"), identical to ggml-org/llama.cpp's tests/test-chat-template.cpp
+# ("mistralai 'v1' template with a system prompt"). It replaced the release's template, which
+# had no system role. An optional first system message is joined to the first user turn with
+# a blank line: <s> [INST] system\n\nuser [/INST] reply</s> [INST] user [/INST]
 MISTRAL_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
-    "{% endif %}"
-    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
-    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
-    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}"
-    "{% endfor %}"
+    "{%- if messages[0]['role'] == 'system' %}\n"
+    "    {%- set system_message = messages[0]['content'] %}\n"
+    "    {%- set loop_messages = messages[1:] %}\n"
+    "{%- else %}\n"
+    "    {%- set loop_messages = messages %}\n"
+    "{%- endif %}\n"
+    "\n"
+    "{{- bos_token }}\n"
+    "{%- for message in loop_messages %}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n"
+    "        {{- raise_exception('After the optional system message, conversation roles must "
+    "alternate user/assistant/user/assistant/...') }}\n"
+    "    {%- endif %}\n"
+    "    {%- if message['role'] == 'user' %}\n"
+    "        {%- if loop.first and system_message is defined %}\n"
+    "            {{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n"
+    "        {%- else %}\n"
+    "            {{- ' [INST] ' + message['content'] + ' [/INST]' }}\n"
+    "        {%- endif %}\n"
+    "    {%- elif message['role'] == 'assistant' %}\n"
+    "        {{- ' ' + message['content'] + eos_token}}\n"
+    "    {%- else %}\n"
+    "        {{- raise_exception('Only user and assistant roles are supported, with the "
+    "exception of an initial optional system message!') }}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
 )
 
 # What the tiny versions keep small; everything else comes from the real config.
@@ -179,8 +204,10 @@ def cache_dir() -> Path:
 
 
 def _key(model_id: str, texts: list[str]) -> str:
-    recipe = json.dumps([RECIPE_VERSION, model_id, TINY_SHAPE, TINY_VOCAB, texts])
-    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    recipe = [RECIPE_VERSION, model_id, TINY_SHAPE, TINY_VOCAB, texts]
+    if STANDINS[model_id] == "mistral":  # its own recipe; the Phi stand-ins' keys stay as they were
+        recipe.append({"chat_template": MISTRAL_CHAT_TEMPLATE})
+    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
 
 
 def standin_path(model_id: str, texts: list[str] | None = None) -> Path:

@@ -9,16 +9,32 @@ from helpers.data import data_path, read_jsonl
 from helpers.standins import MISTRAL_CHAT_TEMPLATE, train_tokenizer
 
 
-def test_user_message_puts_instructions_before_the_text():
+def test_user_message_gives_instructions_as_the_system_message():
     assert prompts.user_message("Nice video!") == [{"role": "user", "content": "Nice video!"}]
-    [message] = prompts.user_message("Nice video!", instructions="  Be brief.\n")
-    assert message == {"role": "user", "content": "Be brief.\n\nNice video!"}
+    assert prompts.user_message("Nice video!", instructions="  \n") == [
+        {"role": "user", "content": "Nice video!"}
+    ]
+    assert prompts.user_message("Nice video!", instructions="  Be brief.\n") == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Nice video!"},
+    ]
+
+
+def test_mistrals_template_joins_the_system_message_to_the_user_turn():
+    """What the prose of notebooks 04 and 07 says the template does with the instructions."""
+    tok = train_tokenizer("mistral", ["Thanks for the video!", "You are welcome."])
+    chat = prompts.user_message("Nice video!", instructions="Be brief.")
+    text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert text == "<s> [INST] Be brief.\n\nNice video! [/INST]"
 
 
 def test_prompt_completion_is_trl_conversational_format():
     row = prompts.prompt_completion("Thanks!", "You're welcome! -Bot", instructions="Be brief.")
     assert row == {
-        "prompt": [{"role": "user", "content": "Be brief.\n\nThanks!"}],
+        "prompt": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Thanks!"},
+        ],
         "completion": [{"role": "assistant", "content": "You're welcome! -Bot"}],
     }
 

@@ -53,9 +53,18 @@ def test_mistral_tokenizer_behaves_like_mistrals():
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     assert tok.decode(ids, skip_special_tokens=True) == "Great content, thank you!"
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
-    assert tok.apply_chat_template(chat, tokenize=False) == "<s>[INST] Hi [/INST]Hello</s>"
+    assert tok.apply_chat_template(chat, tokenize=False) == "<s> [INST] Hi [/INST] Hello</s>"
     # Byte fallback: text the tokenizer never saw still round-trips.
     assert tok.decode(tok("naïve 🤖")["input_ids"], skip_special_tokens=True) == "naïve 🤖"
+
+
+def test_a_new_mistral_template_builds_a_new_standin(monkeypatch):
+    """The template is saved with the tokenizer, so it is part of the Mistral stand-in's key."""
+    texts = ["Thanks for the video!"]
+    mistral, phi = standins._key(arch.MISTRAL_7B_INSTRUCT, texts), standins._key(arch.PHI_2, texts)
+    monkeypatch.setattr(standins, "MISTRAL_CHAT_TEMPLATE", "{{ messages[0]['content'] }}")
+    assert standins._key(arch.MISTRAL_7B_INSTRUCT, texts) != mistral
+    assert standins._key(arch.PHI_2, texts) == phi  # the Phi stand-ins are not rebuilt
 
 
 def test_phi_tokenizer_behaves_like_phis():
