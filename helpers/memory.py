@@ -593,7 +593,7 @@ COURSE_PLANS: dict[str, dict[str, Any]] = {
             "method": "qlora",
             "double_quant": True,
             "batch_size": 1,
-            "seq_len": 1024,
+            "seq_len": 2048,
             "gradient_checkpointing": True,
             "optimizer": "paged_adamw_8bit",
         },

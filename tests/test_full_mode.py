@@ -6,20 +6,18 @@ what a learner runs: the stand-ins and meta-device models stand in for the downl
 
 import ast
 
-import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from helpers.architectures import PHI_1_5
-
 # =========================================================================================
 # Notebook 04: Mistral-7B-Instruct replies to YouTube comments
 # =========================================================================================
-
 import ast as _ast
 
+import pytest
 import pytest as _pytest
+import torch
 import torch as _torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from helpers.architectures import PHI_1_5
 
 NOTEBOOK_04 = "04_qlora_mistral_youtube.ipynb"
 
