@@ -307,6 +307,9 @@ def training_statements(
 # ---------------------------------------------------------------------------------------
 
 
+CONFIG_CLASSES = {"BitsAndBytesConfig", "LoraConfig", "SFTConfig", "TrainingArguments"}
+
+
 def settings(plan: str, notebooks: Path = NOTEBOOKS) -> dict[str, Any]:
     """The training settings the notebook's own statements construct in FULL mode.
 
@@ -325,11 +328,15 @@ def settings(plan: str, notebooks: Path = NOTEBOOKS) -> dict[str, Any]:
                 isinstance(stmt, ast.Assign)
                 and value is not None
                 and _called(value) & {"BitsAndBytesConfig", "LoraConfig", "SFTConfig",
-                                      "TrainingArguments", "Path", "str"}
+                                      "TrainingArguments", "Path", "str", "output_dir"}
                 and not _called(value) & {"SFTTrainer", "Trainer", "get_peft_model"}
                 and not _is_model_load(value)
             ):
-                _run(stmt, namespace, plan)
+                try:
+                    _run(stmt, namespace, plan)
+                except NameError:  # a helper line (a print's str(...)) about the model
+                    if value is not None and _called(value) & CONFIG_CLASSES:
+                        raise  # a configuration the rehearsal must read: never skipped
         for obj in namespace.values():
             objects[type(obj).__name__] = obj
         args = namespace[roles["args"]]
