@@ -37,7 +37,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tokenizers.trainers import WordPieceTrainer
 from transformers import AutoModel, BertConfig, PreTrainedTokenizerFast
 
-from helpers.data import corpus_texts
+from helpers.data import DATA_DIR, corpus_texts, read_jsonl
 from helpers.standins import cache_dir
 
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -67,7 +67,7 @@ REAL_EMBEDDER_MAX_SEQ_LENGTH = 256
 REAL_EMBEDDER_SAFETENSORS_MB = 90.9
 REAL_EMBEDDER_LICENSE = "apache-2.0"
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 # What the stand-in keeps small; everything else comes from the real config.
 TINY_EMBEDDER_SHAPE: dict[str, int] = {
     "hidden_size": 64,
@@ -138,7 +138,7 @@ def _key(texts: list[str]) -> str:
 
 def embedder_standin_path(texts: list[str] | None = None) -> Path:
     """The folder where the embedder stand-in is (or will be) cached."""
-    key = _key(corpus_texts() if texts is None else texts)
+    key = _key(vocabulary_texts() if texts is None else texts)
     return cache_dir() / "standins" / f"tiny-{EMBEDDER.split('/')[-1]}-{key}"
 
 
@@ -163,7 +163,7 @@ def pretrain_contrastive(
     embedder,
     firsts: list[str],
     seconds: list[str],
-    steps: int = 100,
+    steps: int = 300,
     batch_size: int = 32,
     lr: float = 1e-3,
     scale: float = 20.0,
@@ -206,6 +206,14 @@ def _sentence_transformer(model, tokenizer, folder: str):
     return SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
 
 
+def vocabulary_texts() -> list[str]:
+    """The text the stand-in's WordPiece vocabulary is trained on: the course's generic text
+    and the channel notes it embeds (never the other notebooks' datasets, so a change to an
+    unrelated dataset does not change the embedder and what notebook 07 measures with it)."""
+    notes = [row["text"] for row in read_jsonl(DATA_DIR / "channel_notes" / "notes.jsonl")]
+    return corpus_texts(include_datasets=False) + notes
+
+
 def build_embedder_standin(force: bool = False, seed: int = 0) -> str:
     """Build (or reuse from the cache) the tiny stand-in of :data:`EMBEDDER`; return its path.
 
@@ -213,7 +221,7 @@ def build_embedder_standin(force: bool = False, seed: int = 0) -> str:
         force: rebuild even if a cached copy exists.
         seed: the seed of the initial weights and of the pre-training batches.
     """
-    texts = corpus_texts()
+    texts = vocabulary_texts()
     path = embedder_standin_path(texts)
     if (path / "modules.json").exists() and not force:
         return str(path)

@@ -57,7 +57,12 @@ from typing import Any
 
 import torch
 
-from helpers.architectures import REAL_CONFIGS, count_parameters, real_config
+from helpers.architectures import (
+    PUBLISHED_TOKENIZER_SPECIALS,
+    REAL_CONFIGS,
+    count_parameters,
+    real_config,
+)
 from helpers.memory import COURSE_PLANS, T4_MEMORY_BYTES, estimate_memory
 from helpers.notebook_code import NOTEBOOKS, code_cells, config
 
@@ -461,7 +466,8 @@ def build_checkpoint(model_id: str, layers: int, where: Path, device: str) -> di
     model.save_pretrained(where)
     del model
     _free(device)
-    eos = REAL_CONFIGS[model_id]["eos_token_id"]
+    # the tokenizer's end of text (phi-1_5's config publishes none; its tokenizer has 50256)
+    eos = PUBLISHED_TOKENIZER_SPECIALS.get(model_id, REAL_CONFIGS[model_id])["eos_token_id"]
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} if eos == 2 else {"<|endoftext|>": eos}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=next(iter(vocab))))
     special = next(k for k, v in vocab.items() if v == eos)

@@ -217,7 +217,7 @@ def test_05_trainable_parameters_are_fp32_when_training_starts(tmp_path):
         NOTEBOOK_05,
         "trainer = SFTTrainer(",
         "keep_trainable_fp32(trainer.model)",
-        "trainer.train()",
+        "trainer.train(",
     )
     assert build < cast < train  # the notebook casts after trl's cast and before training
 
