@@ -179,17 +179,7 @@ def test_every_requirement_is_pinned():
 
 # Solutions: Colab ignores ``jupyter.source_hidden`` (and Run all prints what such cells print);
 # it hides a code cell only as a form: ``cellView: form`` with a ``#@title`` line.
-NOT_YET_FORMS = {"06"}  # their owners convert them; the mark goes when they do
-
-
-def _solution_params():
-    for path in LESSONS:
-        reason = "solutions not yet Colab form cells (source_hidden or <details>)"
-        marks = [pytest.mark.xfail(reason=reason)] if path.name[:2] in NOT_YET_FORMS else []
-        yield pytest.param(path, id=path.name, marks=marks)
-
-
-@pytest.mark.parametrize("path", list(_solution_params()))
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_every_solution_cell_is_a_colab_form_cell(path):
     code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
     for cell in code:
@@ -204,9 +194,9 @@ def test_every_solution_cell_is_a_colab_form_cell(path):
         assert re.match(r"#@title Solution \d+: \S", sync.source_text(cell))
 
 
-@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05"])
+@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05", "06"])
 def test_solutions_leave_the_learners_variables_alone(name):
-    """Each solution of notebooks 01-05 runs inside a function: it binds one new name only."""
+    """Each solution of notebooks 01-06 runs inside a function: it binds one new name only."""
     import ast
 
     (path,) = [p for p in LESSONS if p.name.startswith(name)]
