@@ -3,8 +3,9 @@
 A stand-in has the *same architecture and module names* as the real model
 (``MistralForCausalLM`` or ``PhiForCausalLM``; ``q_proj``, ``dense``, ``fc1`` ...), a
 tokenizer trained here on the course's own text (with a Mistral-style ``[INST] ...
-[/INST]`` chat template for the Mistral one), and a few seconds of pre-training on that
-text so that fine-tuning has a language model to start from. It is saved like a Hub
+[/INST]`` chat template for the Mistral one), and seconds of pre-training on that text
+(the Mistral one also on chat turns, so that it replies and stops like an instruct model) so
+that fine-tuning has a language model to start from. It is saved like a Hub
 checkpoint, so ``AutoModelForCausalLM.from_pretrained(path, quantization_config=...)``
 and ``AutoTokenizer.from_pretrained(path)`` work on it exactly as on the Hub id.
 
@@ -15,8 +16,10 @@ key made of their recipe and the corpus, so notebooks reuse them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,7 +30,7 @@ from tokenizers.trainers import BpeTrainer
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from helpers.architectures import MISTRAL_7B_INSTRUCT, PHI_1_5, PHI_2, REAL_CONFIGS
-from helpers.data import DATA_DIR, corpus_texts
+from helpers.data import DATA_DIR, corpus_texts, read_jsonl
 
 RECIPE_VERSION = 1
 
@@ -163,22 +166,61 @@ def train_tokenizer(kind: str, texts: list[str], vocab_size: int = TINY_VOCAB):
     return fast
 
 
+# How long each kind is pre-trained. The Mistral stand-in stands in for an *instruct* model:
+# it also learns to answer a turn of its chat template and stop with </s>, so that
+# fine-tuning (notebook 04) has a model that replies to start from, as the real one does.
+PRETRAINING: dict[str, dict[str, int]] = {
+    "mistral": {"steps": 300, "seq_len": 128},
+    "phi": {"steps": 60, "seq_len": 64},
+}
+
+
+def sentences(text: str) -> list[str]:
+    """Split ``text`` into sentences at '.', '!' or '?' followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+
+
+def pretraining_lines(kind: str) -> list[str]:
+    """The text a stand-in of ``kind`` is pre-trained on, one sentence or line per item.
+
+    Both kinds read the generic course text (data/standin_corpus). The Mistral stand-in also
+    reads the channel's notes (data/channel_notes/notes.jsonl: the documents notebook 07
+    retrieves from, not a fine-tuning or evaluation set), since 8 KB alone is memorised
+    rather than learned. No fine-tuning data set is ever read, so held-out examples stay
+    unseen.
+    """
+    lines = corpus_texts(include_datasets=False)
+    if kind == "mistral":
+        for row in read_jsonl(DATA_DIR / "channel_notes" / "notes.jsonl"):
+            lines += sentences(row["text"])
+    return lines
+
+
+def pretraining_stream(kind: str, tokenizer, lines: list[str]) -> torch.Tensor:
+    """The token ids a stand-in is pre-trained on: the lines as plain text, then, for the
+    Mistral stand-in, each line as a chat turn answered by the next one
+    (``<s> [INST] line [/INST] next line</s>``, by its own chat template)."""
+    ids = tokenizer("\n".join(lines), add_special_tokens=False)["input_ids"]
+    ids.append(tokenizer.eos_token_id)
+    if kind == "mistral":
+        for question, answer in itertools.pairwise(lines):
+            chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            ids += tokenizer.apply_chat_template(chat, tokenize=True)["input_ids"]
+    return torch.tensor(ids)
+
+
 def pretrain(
     model: torch.nn.Module,
-    tokenizer,
-    texts: list[str],
+    stream: torch.Tensor,
     steps: int = 60,
     seq_len: int = 64,
     batch_size: int = 16,
     lr: float = 3e-3,
     seed: int = 0,
 ) -> list[float]:
-    """Give a fresh tiny model a few seconds of language modelling on ``texts``.
-
-    Returns the loss of every step (it should fall).
+    """Give a fresh tiny model a few seconds of language modelling on random windows of
+    ``stream`` (token ids). Returns the loss of every step (it should fall).
     """
-    ids = tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
-    stream = torch.tensor(ids + [tokenizer.eos_token_id])
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
@@ -206,7 +248,8 @@ def cache_dir() -> Path:
 def _key(model_id: str, texts: list[str]) -> str:
     recipe = [RECIPE_VERSION, model_id, TINY_SHAPE, TINY_VOCAB, texts]
     if STANDINS[model_id] == "mistral":  # its own recipe; the Phi stand-ins' keys stay as they were
-        recipe.append({"chat_template": MISTRAL_CHAT_TEMPLATE})
+        recipe.append({"chat_template": MISTRAL_CHAT_TEMPLATE, "chat_pretraining": 1,
+                       "pretraining": PRETRAINING["mistral"]})
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
 
 
@@ -242,9 +285,9 @@ def build_standin(model_id: str, force: bool = False, seed: int = 0) -> str:
     config = _tiny_config(model_id, len(tokenizer), special)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    # Pre-train on the generic course text only, never on the fine-tuning data sets, so
-    # that the notebooks' held-out examples stay unseen.
-    losses = pretrain(model, tokenizer, corpus_texts(include_datasets=False), seed=seed)
+    # Pre-train on text that is no fine-tuning data set, so held-out examples stay unseen.
+    stream = pretraining_stream(kind, tokenizer, pretraining_lines(kind))
+    losses = pretrain(model, stream, seed=seed, **PRETRAINING[kind])
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written aside, then moved into place: a half-written stand-in is never found.
     with tempfile.TemporaryDirectory(dir=path.parent, ignore_cleanup_errors=True) as tmp:
