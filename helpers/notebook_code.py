@@ -15,15 +15,19 @@ from helpers.mode import pick
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"  # in the course checkout
 
 
-def code_cells(notebook: str) -> list[str]:
-    """The sources of the notebook's code cells, less the shared setup cell."""
+def code_cells(notebook: str, solutions: bool = True) -> list[str]:
+    """The sources of the notebook's code cells, less the shared setup cell (and less the
+    exercise solutions, ``#@title Solution ...`` cells, when ``solutions`` is False)."""
     cells = json.loads((NOTEBOOKS / notebook).read_text())["cells"]
     sources = [
         "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
         for c in cells
         if c["cell_type"] == "code"
     ]
-    return [s for s in sources if not s.startswith("# Setup.")]
+    return [
+        s for s in sources
+        if not s.startswith("# Setup.") and (solutions or not s.startswith("#@title Solution"))
+    ]
 
 
 def cell_with(notebook: str, marker: str) -> str:
@@ -34,9 +38,9 @@ def cell_with(notebook: str, marker: str) -> str:
 
 
 def the_call(notebook: str, name: str) -> str:
-    """The source of the one call of ``name(...)`` in the notebook's code."""
+    """The source of the one call of ``name(...)`` in the lesson's code (solutions aside)."""
     found = []
-    for source in code_cells(notebook):
+    for source in code_cells(notebook, solutions=False):
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
                 found.append(ast.get_source_segment(source, node))
