@@ -200,7 +200,8 @@ def pretraining_stream(kind: str, tokenizer, lines: list[str]) -> torch.Tensor:
     """The token ids a stand-in is pre-trained on: the lines as plain text, then, for the
     Mistral stand-in, each line as a chat turn answered by the next one
     (``<s> [INST] line [/INST] next line</s>``, by its own chat template)."""
-    ids = tokenizer("\n".join(lines), add_special_tokens=False)["input_ids"]
+    # one long sequence, cut into windows below: no warning about the model's maximum length
+    ids = tokenizer("\n".join(lines), add_special_tokens=False, verbose=False)["input_ids"]
     ids.append(tokenizer.eos_token_id)
     if kind == "mistral":
         for question, answer in itertools.pairwise(lines):
