@@ -166,12 +166,17 @@ def train_tokenizer(kind: str, texts: list[str], vocab_size: int = TINY_VOCAB):
     return fast
 
 
-# How long each kind is pre-trained. The Mistral stand-in stands in for an *instruct* model:
-# it also learns to answer a turn of its chat template and stop with </s>, so that
-# fine-tuning (notebook 04) has a model that replies to start from, as the real one does.
-PRETRAINING: dict[str, dict[str, int]] = {
-    "mistral": {"steps": 300, "seq_len": 128},
-    "phi": {"steps": 60, "seq_len": 64},
+# How each stand-in is pre-trained: steps of 16 windows of seq_len tokens, and "turns": how
+# each line of text is also shown answered by the next one, so that the stand-in has learnt
+# to answer and stop, as the real model has. The Mistral stand-in stands in for an instruct
+# model: turns of its chat template, closed by </s> (notebook 04 tunes it to sign its
+# replies). The Phi-2 stand-in learns Phi-2's documented QA format, "Instruct: <prompt>\n
+# Output:" (its model card, huggingface.co/microsoft/phi-2), closed by <|endoftext|>
+# (notebook 05 tunes it to summarise). The phi-1.5 one (notebook 06) reads plain text only.
+PRETRAINING: dict[str, dict] = {
+    MISTRAL_7B_INSTRUCT: {"steps": 300, "seq_len": 128, "turns": "chat template"},
+    PHI_2: {"steps": 300, "seq_len": 128, "turns": "Instruct/Output"},
+    PHI_1_5: {"steps": 60, "seq_len": 64, "turns": None},
 }
 
 
@@ -180,33 +185,39 @@ def sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
 
 
-def pretraining_lines(kind: str) -> list[str]:
-    """The text a stand-in of ``kind`` is pre-trained on, one sentence or line per item.
+def pretraining_lines(model_id: str) -> list[str]:
+    """The text the stand-in of ``model_id`` is pre-trained on, one sentence or line per item.
 
-    Both kinds read the generic course text (data/standin_corpus). The Mistral stand-in also
-    reads the channel's notes (data/channel_notes/notes.jsonl: the documents notebook 07
-    retrieves from, not a fine-tuning or evaluation set), since 8 KB alone is memorised
-    rather than learned. No fine-tuning data set is ever read, so held-out examples stay
-    unseen.
+    Every stand-in reads the generic course text (data/standin_corpus). Those that learn
+    turns also read the channel's notes (data/channel_notes/notes.jsonl: the documents
+    notebook 07 retrieves from, not a fine-tuning or evaluation set), since 8 KB alone is
+    memorised rather than learned. No fine-tuning data set is ever read, so held-out
+    examples stay unseen.
     """
     lines = corpus_texts(include_datasets=False)
-    if kind == "mistral":
+    if PRETRAINING[model_id]["turns"]:
         for row in read_jsonl(DATA_DIR / "channel_notes" / "notes.jsonl"):
             lines += sentences(row["text"])
     return lines
 
 
-def pretraining_stream(kind: str, tokenizer, lines: list[str]) -> torch.Tensor:
-    """The token ids a stand-in is pre-trained on: the lines as plain text, then, for the
-    Mistral stand-in, each line as a chat turn answered by the next one
-    (``<s> [INST] line [/INST] next line</s>``, by its own chat template)."""
+def pretraining_stream(model_id: str, tokenizer, lines: list[str]) -> torch.Tensor:
+    """The token ids a stand-in is pre-trained on: the lines as plain text, then each line
+    as a turn answered by the next one, in the format of ``PRETRAINING[model_id]["turns"]``:
+    ``<s> [INST] line [/INST] next line</s>`` or ``Instruct: line\nOutput: next line<|endoftext|>``.
+    """
     # one long sequence, cut into windows below: no warning about the model's maximum length
     ids = tokenizer("\n".join(lines), add_special_tokens=False, verbose=False)["input_ids"]
     ids.append(tokenizer.eos_token_id)
-    if kind == "mistral":
-        for question, answer in itertools.pairwise(lines):
+    turns = PRETRAINING[model_id]["turns"]
+    for question, answer in itertools.pairwise(lines) if turns else []:
+        if turns == "chat template":
             chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
             ids += tokenizer.apply_chat_template(chat, tokenize=True)["input_ids"]
+        else:
+            text = f"Instruct: {question}\nOutput: {answer}"
+            ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids.append(tokenizer.eos_token_id)
     return torch.tensor(ids)
 
 
@@ -248,9 +259,12 @@ def cache_dir() -> Path:
 
 def _key(model_id: str, texts: list[str]) -> str:
     recipe = [RECIPE_VERSION, model_id, TINY_SHAPE, TINY_VOCAB, texts]
-    if STANDINS[model_id] == "mistral":  # its own recipe; the Phi stand-ins' keys stay as they were
+    steps, seq_len = PRETRAINING[model_id]["steps"], PRETRAINING[model_id]["seq_len"]
+    if STANDINS[model_id] == "mistral":  # its own recipe; phi-1.5's key stays as it was
         recipe.append({"chat_template": MISTRAL_CHAT_TEMPLATE, "chat_pretraining": 1,
-                       "pretraining": PRETRAINING["mistral"]})
+                       "pretraining": {"steps": steps, "seq_len": seq_len}})
+    elif PRETRAINING[model_id]["turns"]:
+        recipe.append({"pretraining": PRETRAINING[model_id]})
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
 
 
@@ -287,8 +301,9 @@ def build_standin(model_id: str, force: bool = False, seed: int = 0) -> str:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     # Pre-train on text that is no fine-tuning data set, so held-out examples stay unseen.
-    stream = pretraining_stream(kind, tokenizer, pretraining_lines(kind))
-    losses = pretrain(model, stream, seed=seed, **PRETRAINING[kind])
+    stream = pretraining_stream(model_id, tokenizer, pretraining_lines(model_id))
+    plan = PRETRAINING[model_id]
+    losses = pretrain(model, stream, steps=plan["steps"], seq_len=plan["seq_len"], seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written aside, then moved into place: a half-written stand-in is never found.
     with tempfile.TemporaryDirectory(dir=path.parent, ignore_cleanup_errors=True) as tmp:

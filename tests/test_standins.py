@@ -67,22 +67,27 @@ def test_a_new_mistral_template_builds_a_new_standin(monkeypatch):
     assert standins._key(arch.PHI_2, texts) == phi  # the Phi stand-ins are not rebuilt
 
 
-def test_the_mistral_standin_is_pretrained_on_chat_turns_that_stop():
-    """Its pre-training holds turns of its own template, each answer closed by </s>; the
-    phi stand-ins read plain text only."""
-    tok = AutoTokenizer.from_pretrained(standins.build_standin(arch.MISTRAL_7B_INSTRUCT))
+def test_standins_are_pretrained_on_turns_that_stop():
+    """Mistral's pre-training holds turns of its own template, each answer closed by </s>;
+    Phi-2's holds its QA format closed by <|endoftext|>; phi-1.5's is plain text."""
     lines = ["What is LoRA?", "A low-rank update.", "Why?"]
-    stream = standins.pretraining_stream("mistral", tok, lines).tolist()
+    tok = AutoTokenizer.from_pretrained(standins.build_standin(arch.MISTRAL_7B_INSTRUCT))
+    stream = standins.pretraining_stream(arch.MISTRAL_7B_INSTRUCT, tok, lines).tolist()
     turn = tok.apply_chat_template([{"role": "user", "content": lines[0]},
                                     {"role": "assistant", "content": lines[1]}])["input_ids"]
     assert any(stream[i : i + len(turn)] == turn for i in range(len(stream)))
     assert stream.count(tok.eos_token_id) == 1 + 2  # the plain text's end, then two turns
     phi = AutoTokenizer.from_pretrained(standins.build_standin(arch.PHI_2))
-    assert standins.pretraining_stream("phi", phi, lines).tolist().count(phi.eos_token_id) == 1
+    text = phi.decode(standins.pretraining_stream(arch.PHI_2, phi, lines))
+    assert text.endswith("Instruct: A low-rank update.\nOutput: Why?<|endoftext|>")
+    assert text.count("<|endoftext|>") == 1 + 2
+    plain = standins.pretraining_stream(arch.PHI_1_5, phi, lines).tolist()
+    assert plain.count(phi.eos_token_id) == 1
     generic = standins.corpus_texts(include_datasets=False)
-    assert standins.pretraining_lines("phi") == generic
-    assert standins.pretraining_lines("mistral")[: len(generic)] == generic  # then the notes
-    assert len(standins.pretraining_lines("mistral")) > 2 * len(generic)
+    assert standins.pretraining_lines(arch.PHI_1_5) == generic
+    for model_id in (arch.MISTRAL_7B_INSTRUCT, arch.PHI_2):  # the generic text, then the notes
+        assert standins.pretraining_lines(model_id)[: len(generic)] == generic
+        assert len(standins.pretraining_lines(model_id)) > 2 * len(generic)
 
 
 def test_phi_tokenizer_behaves_like_phis():
