@@ -67,7 +67,7 @@ REAL_EMBEDDER_MAX_SEQ_LENGTH = 256
 REAL_EMBEDDER_SAFETENSORS_MB = 90.9
 REAL_EMBEDDER_LICENSE = "apache-2.0"
 
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 # What the stand-in keeps small; everything else comes from the real config.
 TINY_EMBEDDER_SHAPE: dict[str, int] = {
     "hidden_size": 64,
@@ -97,21 +97,47 @@ def count_embedder_parameters(config: BertConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def continuing_pieces(texts: list[str]) -> list[str]:
+    """Every ``##c`` piece the WordPiece trainer starts from: a character inside a word.
+
+    Words as :func:`train_wordpiece` sees them (BERT's normalizer and pre-tokenizer), sorted.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    pieces = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            pieces.update("##" + c for c in word[1:])
+    return sorted(pieces)
+
+
 def train_wordpiece(
     texts: list[str], vocab_size: int = TINY_EMBEDDER_VOCAB
 ) -> PreTrainedTokenizerFast:
-    """A BERT-style uncased WordPiece tokenizer trained on ``texts``.
+    """A BERT-style uncased WordPiece tokenizer trained on ``texts``, the same on every run.
 
     Like the real model's: lower case and accents stripped, split on spaces and
     punctuation, ``##`` marks a piece inside a word, ``[CLS] text [SEP]`` around every input,
     ``[PAD]`` is id 0.
+
+    The trainer of ``tokenizers`` 0.23 numbers the ``##c`` pieces in a hash map's order,
+    which changes from run to run, and breaks ties between equally frequent merges by those
+    numbers, so two runs can learn different vocabularies (huggingface/tokenizers#1794).
+    Handing it every ``##c`` piece up front, sorted, as a reserved token fixes their numbers;
+    the tokenizer is then rebuilt from the learned vocabulary with only BERT's five reserved
+    tokens.
     """
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        texts, WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer_tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    trainer_tok.normalizer, trainer_tok.pre_tokenizer = normalizer, pre_tokenizer
+    trainer = WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + continuing_pieces(texts)
     )
+    trainer_tok.train_from_iterator(texts, trainer)
+    tok = Tokenizer(models.WordPiece(trainer_tok.get_vocab(), unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    tok.add_special_tokens(SPECIAL_TOKENS)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

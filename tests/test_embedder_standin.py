@@ -60,6 +60,21 @@ def test_the_standin_tokenizer_is_bert_like(standin):
     assert tok.decode(ids, skip_special_tokens=True) == "lab bench"  # uncased
 
 
+def test_the_wordpiece_vocabulary_is_the_same_on_every_run():
+    # tokenizers' trainer alone learns a different vocabulary on about every run (its ##
+    # pieces are numbered in hash-map order, and ties are broken by those numbers), so a
+    # clean clone built a different embedder and 07's recall moved. Repeated training here
+    # must give one vocabulary, with BERT's five reserved tokens only, [PAD] first.
+    texts = es.vocabulary_texts()
+    runs = [es.train_wordpiece(texts).get_vocab() for _ in range(4)]
+    vocabularies = {json.dumps(sorted(vocab.items())) for vocab in runs}
+    assert len(vocabularies) == 1
+    tok = es.train_wordpiece(texts)
+    assert tok.all_special_tokens and set(tok.all_special_tokens) == set(es.SPECIAL_TOKENS)
+    assert tok.convert_ids_to_tokens(list(range(5))) == es.SPECIAL_TOKENS
+    assert "##e" in tok.get_vocab() and tok.tokenize("##e") != ["##e"]  # a piece, not reserved
+
+
 def test_the_standin_was_pretrained_and_is_cached():
     path = es.build_embedder_standin()
     card = json.loads((Path(path) / "standin.json").read_text())
