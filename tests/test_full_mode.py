@@ -150,7 +150,7 @@ def test_04_calls_keep_trainable_fp32_between_the_trainer_and_train():
 
     code = "\n".join(code_cells(NOTEBOOK_04))
     built, cast = code.index("SFTTrainer("), code.index("keep_trainable_fp32(model)")
-    trains = code.index("trainer.train()")
+    trains = code.index("trainer.train(")
     assert built < cast < trains
     calls = [
         n.func.id
@@ -192,9 +192,11 @@ def _code_order(notebook: str, *markers: str) -> list[int]:
     return [source.index(marker) for marker in markers]
 
 
-def test_05_trainable_parameters_are_fp32_when_training_starts(tmp_path):
-    """Notebook 05's exact configuration: trl leaves the adapters in bf16, the notebook's cast
-    makes every trainable parameter fp32 before the optimizer is built."""
+@_pytest.mark.parametrize("mode", ["full", "small"])
+def test_05_trainable_parameters_are_fp32_when_training_starts(mode, tmp_path):
+    """Notebook 05's exact configuration, FULL's (fp16) and SMALL's, on the stand-in: trl
+    leaves the adapters in bf16, the notebook's cast makes every trainable parameter fp32
+    before the optimizer is built."""
     import dataclasses
 
     import torch
@@ -221,13 +223,14 @@ def test_05_trainable_parameters_are_fp32_when_training_starts(tmp_path):
     )
     assert build < cast < train  # the notebook casts after trl's cast and before training
 
-    small = config(NOTEBOOK_05, "small")
-    path = build_standin(small["model"] if small["standin"] else PHI_2)
-    names = {"torch": torch, "CONFIG": small, "BitsAndBytesConfig": BitsAndBytesConfig}
+    cfg = config(NOTEBOOK_05, mode)
+    path = build_standin(cfg["model"])  # the stand-in of PHI_2, in FULL too
+    assert cfg["model"] == PHI_2
+    names = {"torch": torch, "CONFIG": cfg, "BitsAndBytesConfig": BitsAndBytesConfig}
     names["LoraConfig"] = LoraConfig
     bnb_config = eval(the_call(NOTEBOOK_05, "BitsAndBytesConfig"), names)
     model = AutoModelForCausalLM.from_pretrained(
-        path, quantization_config=bnb_config, dtype=small["compute_dtype"]
+        path, quantization_config=bnb_config, dtype=cfg["compute_dtype"]
     )
     model = eval(
         the_call(NOTEBOOK_05, "prepare_model_for_kbit_training"),
@@ -236,8 +239,9 @@ def test_05_trainable_parameters_are_fp32_when_training_starts(tmp_path):
     model = get_peft_model(model, eval(the_call(NOTEBOOK_05, "LoraConfig"), names))
     args = eval(
         the_call(NOTEBOOK_05, "SFTConfig"),
-        {"SFTConfig": SFTConfig, "CONFIG": small, "OUTPUT_DIR": tmp_path, "torch": torch},
+        {"SFTConfig": SFTConfig, "CONFIG": cfg, "OUTPUT_DIR": tmp_path, "torch": torch},
     )
+    assert args.fp16 == (mode == "full")  # FULL trains under fp16 autocast, as on the T4
     # the notebook's arguments, for one step and without the per-epoch evaluation and saving
     args = dataclasses.replace(
         args, max_steps=1, eval_strategy="no", save_strategy="no", load_best_model_at_end=False

@@ -21,7 +21,7 @@ from helpers.architectures import (
     real_config,
 )
 from helpers.memory import COURSE_PLANS, estimate_memory, fits_t4
-from helpers.notebook_code import config, the_call
+from helpers.notebook_code import code_cells, config, the_call
 
 NOTEBOOK = "04_qlora_mistral_youtube.ipynb"
 PLAN = COURSE_PLANS["04"]
@@ -103,3 +103,14 @@ def test_full_training_arguments_construct(full, tmp_path):
     assert args.completion_only_loss is True
     assert args.max_length == full["max_length"]
     assert args.report_to == [] or args.report_to == ["none"] or args.report_to == "none"
+
+
+def test_the_tune_can_resume_from_drive(full):
+    # helpers.checkpoints, as in 05 and 06: off by default in both modes, one CONFIG key to
+    # turn it on; the trainer saves every epoch, so there is a checkpoint to resume from
+    small = config(NOTEBOOK, "small")
+    assert full["save_to_drive"] is False and small["save_to_drive"] is False
+    source = "\n".join(code_cells(NOTEBOOK))
+    assert 'OUTPUT_DIR = output_dir("04_qlora_youtube", drive=CONFIG["save_to_drive"])' in source
+    resume = 'resume_from_checkpoint=resume_point(OUTPUT_DIR / "checkpoints")'
+    assert f"trainer.train({resume})" in source
