@@ -1,7 +1,8 @@
 """The course's Colab install, checked against Colab's published runtime (colab/colab-runtime.txt).
 
 Both tests reach the package index and take minutes, so they sit behind the ``colab`` marker:
-``pytest -m colab tests/test_colab_install.py`` (``.ci/run`` runs them after the suite).
+``python3 course.py test -m colab tests/test_colab_install.py``, an author's check. ``.ci/run``
+runs the README's test command only, which leaves them out (``-m 'not colab'``, pyproject.toml).
 
 - The install list resolves for Colab's Python 3.13 with Colab's torch, numpy and pandas kept
   and every requirement that Colab's other packages publish still met.

@@ -122,7 +122,7 @@ def test_predicted_memory_fits_a_t4(full, full_args):
         "gradient_checkpointing": full_args.activation_checkpointing,
         "optimizer": full_args.optim,
     }
-    # notebook 01's plan for 05, at FULL's sequence length (its table lists 1024 tokens)
+    # notebook 01's plan for 05 (COURSE_PLANS) is at FULL's sequence length
     assert plan == {**PLAN["memory"], "seq_len": full["max_length"]}
     estimate = estimate_memory(real_config(full["model"]), trainable_params=FULL_TRAINABLE, **plan)
     assert fits_t4(estimate)
