@@ -185,12 +185,19 @@ def test_the_prompts_are_notebook_04s():
     assert ns_07["INSTRUCTIONS"] == ns_04["INSTRUCTIONS"]  # the adapter was trained with them
 
 
-def test_the_adapter_is_looked_for_where_notebook_04_saves_it():
-    ns_04 = run_statements(NOTEBOOK_04, "OUTPUT_DIR = ", {"OUTPUT_DIR"}, {})
+def test_the_adapter_is_looked_for_where_notebook_04_saves_it(tmp_path, monkeypatch):
+    from helpers.checkpoints import COURSE_FOLDER, DRIVE_MOUNT
+
+    monkeypatch.chdir(tmp_path)  # 04's output_dir creates its local folder
+    ns_04 = run_statements(NOTEBOOK_04, "OUTPUT_DIR = ", {"OUTPUT_DIR"},
+                           {"CONFIG": {"save_to_drive": False}})
     value, cell = assignment(NOTEBOOK_04, "ADAPTER_DIR")
     saved_at = eval(value, ns_04)
     candidates = eval(assignment(NOTEBOOK, "ADAPTER_CANDIDATES")[0], {"Path": type(saved_at)})
-    assert candidates[0] == saved_at
+    assert candidates[0] == saved_at  # 04 run in this runtime, without Drive
+    # ... and where 04 writes with save_to_drive on (helpers.checkpoints.output_dir on Colab)
+    name = ns_04["OUTPUT_DIR"].name
+    assert candidates[1] == DRIVE_MOUNT / "MyDrive" / COURSE_FOLDER / "outputs" / name / "adapter"
 
 
 def test_the_longest_prompt_fits_the_full_plan(full):
