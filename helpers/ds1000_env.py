@@ -228,7 +228,7 @@ def ensure_env() -> Path:
     a lock keeps two processes from doing it at the same time.
     """
     env = env_dir()
-    if _ready(env):
+    if _ready(env) and _links_resolve(env):
         return _python_of(env)
     env.parent.mkdir(parents=True, exist_ok=True)
     with open(env.with_name(env.name + ".lock"), "w") as lock:
@@ -236,7 +236,19 @@ def ensure_env() -> Path:
         if not _ready(env):
             shutil.rmtree(env, ignore_errors=True)
             create_env(env)
+        elif not _links_resolve(env):
+            # the environment outlived the course's .venv whose torch it linked (a reinstall,
+            # a deleted clone): link this Python's packages instead, or the torch problems
+            # would be skipped as "not installed"
+            shutil.rmtree(env / "shared-packages", ignore_errors=True)
+            _link_shared(env)
     return _python_of(env)
+
+
+def _links_resolve(env: Path) -> bool:
+    """Whether every shared link of the environment still leads to a package."""
+    folder = env / "shared-packages"
+    return not folder.is_dir() or all(link.exists() for link in folder.iterdir())
 
 
 @functools.cache

@@ -306,6 +306,8 @@ def test_every_reference_solution_passes_in_ds1000s_interpreter(evaluate, ds1000
     results = evaluate(PROBLEMS, [p["reference_code"] for p in PROBLEMS], progress=False)
     versions = interpreter_versions(ds1000_python)
     assert (versions["numpy"], versions["pandas"]) == ("1.26.4", "1.5.3")
+    if importlib.util.find_spec("torch") is not None and sys.version_info[:2] <= (3, 11):
+        assert versions["torch"] is not None  # the same Python: this one's torch is shared
     for problem, result in zip(PROBLEMS, results, strict=True):
         if problem["metadata"]["library"] == "Pytorch" and versions["torch"] is None:
             assert result["verdict"] == "skipped" and "torch" in result["detail"]
@@ -587,6 +589,32 @@ def test_the_environment_is_made_with_venv_and_pip_or_with_a_uv_python(
         assert commands[1][3:6] == ["venv", "--quiet", "--python"] and commands[1][6] == "3.11"
         assert commands[2][3:5] == ["pip", "install"]
     assert (tmp_path / "ds1000-env" / "course-ready.json").exists()
+
+
+def test_links_left_by_a_deleted_course_venv_are_made_again(monkeypatch, tmp_path):
+    # Found on a clean clone: the cached environment linked the torch of a clone deleted
+    # since, so every torch problem was skipped as "not installed". ensure_env re-links.
+    import json
+
+    import helpers.ds1000_env as env
+
+    folder = tmp_path / "ds1000-env"
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin" / "python").symlink_to(sys.executable)
+    (folder / "course-ready.json").write_text(json.dumps({"pins": env.PINS, "shared": []}))
+    shared = folder / "shared-packages"
+    shared.mkdir()
+    (shared / "torch").symlink_to(tmp_path / "deleted-venv" / "torch")
+    relinked = []
+    monkeypatch.setenv("COURSE_DS1000_ENV", str(folder))
+    monkeypatch.setattr(env, "_link_shared", lambda at: relinked.append(at) or [])
+    monkeypatch.setattr(env, "create_env", lambda at: pytest.fail("the venv must be kept"))
+    assert env.ensure_env() == folder / "bin" / "python"
+    assert relinked == [folder] and not shared.exists()  # dangling links gone, linked anew
+    shared.mkdir()
+    (shared / "torch").symlink_to(tmp_path)  # a link that leads somewhere is kept
+    env.ensure_env()
+    assert relinked == [folder]
 
 
 def test_without_ds1000s_interpreter_evaluate_warns_and_uses_this_python(monkeypatch):
