@@ -149,9 +149,9 @@ def test_04_calls_keep_trainable_fp32_between_the_trainer_and_train():
     from helpers.notebook_code import code_cells
 
     code = "\n".join(code_cells(NOTEBOOK_04))
-    built, cast = code.index("SFTTrainer("), code.index("keep_trainable_fp32(model)")
-    trains = code.index("trainer.train(")
-    assert built < cast < trains
+    at_trainer, at_cast = code.index("SFTTrainer("), code.index("keep_trainable_fp32(model)")
+    at_train = code.index("trainer.train(")
+    assert at_trainer < at_cast < at_train
     calls = [
         n.func.id
         for n in _ast.walk(_ast.parse(code))
