@@ -65,7 +65,7 @@ def test_the_wordpiece_vocabulary_is_the_same_on_every_run():
     # pieces are numbered in hash-map order, and ties are broken by those numbers), so a
     # clean clone built a different embedder and 07's recall moved. Repeated training here
     # must give one vocabulary, with BERT's five reserved tokens only, [PAD] first.
-    texts = es.vocabulary_texts()
+    texts = es.standin_texts()
     runs = [es.train_wordpiece(texts).get_vocab() for _ in range(4)]
     vocabularies = {json.dumps(sorted(vocab.items())) for vocab in runs}
     assert len(vocabularies) == 1
@@ -100,3 +100,17 @@ def test_contrastive_pretraining_needs_pairs(standin):
         es.pretrain_contrastive(standin, ["a"], ["b"])
     with pytest.raises(ValueError, match="same length"):
         es.pretrain_contrastive(standin, ["a", "b"], ["c"])
+
+
+def test_the_standin_learns_from_the_notes_but_never_sees_the_questions():
+    from helpers.data import data_path, read_jsonl
+
+    texts = es.standin_texts()
+    notes = [row["text"] for row in read_jsonl(data_path("channel_notes", "notes.jsonl"))]
+    rows = read_jsonl(data_path("channel_notes", "questions.jsonl"))
+    questions = [row["question"] for row in rows]
+    assert set(notes) <= set(texts)  # the documents it will embed: domain adaptation
+    seen = " ".join(texts).lower()
+    assert not [q for q in questions if q.lower() in seen]  # the evaluation set: never
+    firsts, _ = es.sentence_halves(texts)
+    assert len(firsts) > len(es.sentence_halves(texts[: -len(notes)])[0])  # notes give pairs too

@@ -85,9 +85,8 @@ def test_full_uses_the_real_models_and_small_the_same_retrieval(full, small):
     assert not full["standin"] and small["standin"]
     for key in ("chunk_words", "chunk_overlap", "sweep_words", "top_k", "depth"):
         assert full[key] == small[key], key  # the modes differ in models, not in retrieval
-    # FULL holds the real embedder to 0.8; the weak stand-in pulls SMALL's hybrid below BM25
-    assert full["min_hybrid_recall_at_5"] == 0.8
-    assert 0.5 < small["min_hybrid_recall_at_5"] <= full["min_hybrid_recall_at_5"]
+    # both modes hold the hybrid to the recall@5 of 0.8 that issue 17 asks for
+    assert full["min_hybrid_recall_at_5"] == small["min_hybrid_recall_at_5"] == 0.8
     assert 0 <= full["chunk_overlap"] < full["chunk_words"]
     assert full["top_k"] <= full["depth"]
 
