@@ -102,13 +102,21 @@ def count_embedder_parameters(config: BertConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def bert_text_steps() -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    """BERT's uncased text steps before WordPiece: lower case and accents stripped, then
+    split on spaces and punctuation."""
+    return (
+        normalizers.BertNormalizer(lowercase=True, strip_accents=True),
+        pre_tokenizers.BertPreTokenizer(),
+    )
+
+
 def continuing_pieces(texts: list[str]) -> list[str]:
     """Every ``##c`` piece the WordPiece trainer starts from: a character inside a word.
 
-    Words as :func:`train_wordpiece` sees them (BERT's normalizer and pre-tokenizer), sorted.
+    Words as :func:`train_wordpiece` sees them (:func:`bert_text_steps`), sorted.
     """
-    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer, pre_tokenizer = bert_text_steps()
     pieces = set()
     for text in texts:
         for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
@@ -132,8 +140,7 @@ def train_wordpiece(
     the tokenizer is then rebuilt from the learned vocabulary with only BERT's five reserved
     tokens.
     """
-    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer, pre_tokenizer = bert_text_steps()
     trainer_tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     trainer_tok.normalizer, trainer_tok.pre_tokenizer = normalizer, pre_tokenizer
     trainer = WordPieceTrainer(
