@@ -270,13 +270,15 @@ def build_embedder_standin(force: bool = False, seed: int = 0) -> str:
         TINY_EMBEDDER_SHAPE, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id
     )
     config = BertConfig(architectures=["BertModel"], **fields)
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as raw:
-        embedder = _sentence_transformer(model, tokenizer, raw)
-    # Pre-train on the sentences of the generic text and the notes; the questions stay unseen.
-    losses = pretrain_contrastive(embedder, *sentence_halves(texts), seed=seed)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left untouched
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(config)
+        with tempfile.TemporaryDirectory() as raw:
+            embedder = _sentence_transformer(model, tokenizer, raw)
+        # Pre-train on the sentences of the generic text and the notes; the questions stay
+        # unseen.
+        losses = pretrain_contrastive(embedder, *sentence_halves(texts), seed=seed)
     # Written aside, then moved into place: a half-written stand-in is never found.
     with tempfile.TemporaryDirectory(dir=path.parent, ignore_cleanup_errors=True) as tmp:
         embedder.save(tmp)

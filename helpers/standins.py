@@ -298,12 +298,16 @@ def build_standin(model_id: str, force: bool = False, seed: int = 0) -> str:
     if kind == "phi":
         special["pad_token_id"] = tokenizer.eos_token_id
     config = _tiny_config(model_id, len(tokenizer), special)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    # Pre-train on text that is no fine-tuning data set, so held-out examples stay unseen.
-    stream = pretraining_stream(model_id, tokenizer, pretraining_lines(model_id))
-    plan = PRETRAINING[model_id]
-    losses = pretrain(model, stream, steps=plan["steps"], seq_len=plan["seq_len"], seed=seed)
+    # Built with its own seed, and the caller's random state is given back untouched: a
+    # notebook's first run (which builds the stand-in) and its later runs (which find it
+    # cached) then draw the same LoRA weights and batches, and log the same losses.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+        # Pre-train on text that is no fine-tuning data set, so held-out examples stay unseen.
+        stream = pretraining_stream(model_id, tokenizer, pretraining_lines(model_id))
+        plan = PRETRAINING[model_id]
+        losses = pretrain(model, stream, steps=plan["steps"], seq_len=plan["seq_len"], seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written aside, then moved into place: a half-written stand-in is never found.
     with tempfile.TemporaryDirectory(dir=path.parent, ignore_cleanup_errors=True) as tmp:

@@ -115,3 +115,18 @@ def test_the_standin_learns_from_the_notes_but_never_sees_the_questions():
     firsts, _ = es.sentence_halves(texts)
     generic = es.corpus_texts(include_datasets=False)
     assert len(firsts) > len(es.sentence_halves(generic)[0])  # the notes give pairs too
+
+
+def test_building_leaves_the_callers_random_state_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+
+    def few_steps(model, firsts, seconds, seed=0):  # draws from the global generator, as
+        torch.rand(100)  # dropout in the real pre-training does, without its seconds
+        return [2.0, 1.0]
+
+    monkeypatch.setattr(es, "pretrain_contrastive", few_steps)
+    torch.manual_seed(42)  # as notebook 07's preamble does before it builds the stand-in
+    state = torch.get_rng_state()
+    path = es.build_embedder_standin()
+    assert path.startswith(str(tmp_path))
+    assert torch.equal(torch.get_rng_state(), state)  # as if it had been found cached

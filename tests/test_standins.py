@@ -28,8 +28,13 @@ def test_standins_share_the_real_architecture(model_id):
 
 def test_standins_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    torch.manual_seed(42)  # as a notebook's preamble does before it builds a stand-in
+    state = torch.get_rng_state()
     path = standins.build_standin(arch.PHI_1_5)
     assert path.startswith(str(tmp_path))
+    # Building leaves the caller's random state as it was, as finding it cached does: a
+    # notebook's first run draws the same LoRA weights and batches as its later runs.
+    assert torch.equal(torch.get_rng_state(), state)
     stamp = (Path(path) / "config.json").stat().st_mtime_ns
 
     def no_work(*args, **kwargs):
